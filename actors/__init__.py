@@ -1,0 +1,13 @@
+"""The heart of nane: actors that own all state and talk only through messages.
+
+Follow one message: `app/ws.py` parses the frame -> `message.parse_frame`
+validates it -> `registry.RegistryActor` finds or creates the room and stamps
+it -> `room.RoomActor` keeps it -> `hub.HubActor` hands it to every
+`session.SessionActor`, which writes it to its socket.
+"""
+
+from actors.actor import Actor, ActorError, ActorRef, ActorStopped, AskTimeout, MailboxFull
+from actors.supervisor import Supervisor
+
+__all__ = ["Actor", "ActorError", "ActorRef", "ActorStopped", "AskTimeout", "MailboxFull",
+           "Supervisor"]

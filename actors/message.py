@@ -1,0 +1,155 @@
+"""The chat message: the one place that validates a client frame and formats a message.
+
+Plain functions and values, no sockets: the rules of SPEC.md (trim, cut by
+characters, drop when empty, ignore unknown fields and nulls, `id` only when
+given, `created` with nine fractional digits and a `Z`) are tested here
+without a network. A message is encoded to JSON once, when it is made; every
+receiver, the history and the room list reuse those bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+PONG = b'{"pong":true}'
+
+
+class BadFrame(ValueError):
+    """A client frame we drop; `reason` is what the `?v=2` error frame says."""
+
+    def __init__(self, reason: str, id: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.id = id
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """`{"ping": true}`: answered at once with `PONG`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A valid client message, not yet posted: no room spelling, no `created`."""
+
+    room: str
+    text: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The cuts SPEC applies to client input, in characters."""
+
+    max_room_title_length: int = 50
+    max_message_length: int = 10500
+
+
+def parse_frame(raw: str | bytes, limits: Limits) -> Ping | Draft:
+    """Turn one websocket text frame into a `Ping` or a `Draft`.
+
+    Raises:
+        BadFrame: invalid JSON, not an object, wrong types, empty room or text.
+    """
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadFrame("invalid JSON") from None
+    if not isinstance(frame, dict):
+        raise BadFrame("a message must be a JSON object")
+    id = frame.get("id")
+    if id is not None and not isinstance(id, str):
+        raise BadFrame("id must be a string")
+    id = id or None
+    if frame.get("ping") is True and "text" not in frame:
+        return Ping()
+    room, text = frame.get("room"), frame.get("text")
+    if room is None or text is None:
+        raise BadFrame("room and text are required", id)
+    if not isinstance(room, str) or not isinstance(text, str):
+        raise BadFrame("room and text must be strings", id)
+    room = room.strip()[: limits.max_room_title_length]
+    text = text.strip()[: limits.max_message_length]
+    if not room:
+        raise BadFrame("room is empty", id)
+    if not text:
+        raise BadFrame("text is empty", id)
+    return Draft(room=room, text=text, id=id)
+
+
+def error_frame(problem: BadFrame | str, id: str | None = None) -> bytes:
+    """The `?v=2` frame that names a dropped message's problem."""
+    if isinstance(problem, BadFrame):
+        problem, id = problem.reason, problem.id
+    frame = {"error": problem}
+    if id is not None:
+        frame["id"] = id
+    return _encode(frame)
+
+
+def format_created(ns: int) -> str:
+    """UTC RFC 3339 with nine fractional digits and `Z`, as the original sent."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{fraction:09d}Z"
+
+
+class Message:
+    """An accepted chat message, encoded once.
+
+    `json` is the frame every receiver gets and the history keeps (with the
+    client's `id` when it gave one); `summary` is the same without `id`, for a
+    room's `last_message`.
+    """
+
+    __slots__ = ("room", "created", "username", "text", "id", "json", "_summary")
+
+    def __init__(self, room: str, created: str, username: str, text: str, id: str | None):
+        self.room = room
+        self.created = created
+        self.username = username
+        self.text = text
+        self.id = id
+        self.json = _encode(self.as_dict())
+        self._summary: bytes | None = None
+
+    def as_dict(self, with_id: bool = True) -> dict:
+        message = {"room": self.room, "created": self.created,
+                   "sender": {"username": self.username}, "text": self.text}
+        if with_id and self.id is not None:
+            message = {"id": self.id, **message}
+        return message
+
+    @property
+    def summary(self) -> bytes:
+        if self.id is None:
+            return self.json
+        if self._summary is None:
+            self._summary = _encode(self.as_dict(with_id=False))
+        return self._summary
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Message":
+        """Rebuild a message another process encoded (the Redis path)."""
+        data = json.loads(raw)
+        return cls(data["room"], data["created"], data["sender"]["username"], data["text"],
+                   data.get("id"))
+
+
+def encode_list(items: list[bytes]) -> bytes:
+    """`{"result": [...]}` from items that are already JSON, without re-encoding them."""
+    return b'{"result":[' + b",".join(items) + b"]}"
+
+
+def encode_result(value: object) -> bytes:
+    return _encode({"result": value})
+
+
+def encode_error(text: str) -> bytes:
+    return _encode({"error": text})
+
+
+def _encode(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,144 @@
+"""RegistryActor: the directory of rooms — find a room by name, create it on its first message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from actors.actor import Actor, ActorRef
+from actors.message import Draft, Message, encode_list, format_created
+from actors.room import Append, RoomActor
+from actors.supervisor import Supervisor
+
+log = logging.getLogger("nane.registry")
+
+MAX_WAITING_POSTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A validated message from `username` (tell)."""
+
+    draft: Draft
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    """Ask: the `/api/rooms` body, most recently active room first, as JSON bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class FindRoom:
+    """Ask: the `Room` called `name` (any case), or None."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What the registry knows of a room: its actor and its `/api/rooms/{name}` object."""
+
+    name: str
+    actor: ActorRef
+    json: bytes
+
+
+class _Entry:
+    __slots__ = ("name", "actor", "last_message", "json")
+
+    def __init__(self, name: str, actor: ActorRef):
+        self.name = name
+        self.actor = actor
+        self.last_message: Message | None = None
+        self.json = b""
+
+
+class RegistryActor(Actor):
+    """Owns the name -> room mapping, each room's first spelling and last message.
+
+    Lookup ignores case; a room keeps the spelling of its first message. The
+    registry is also the clock: it stamps every message with `created`, so
+    stamps are unique and increasing across all rooms. At most `max_rooms`
+    rooms live at once; the least recently active one is forgotten first.
+
+    Args:
+        hub: where rooms send messages for fan-out.
+        max_rooms: how many rooms may exist.
+        max_messages_in_room: each room's history length.
+    """
+
+    kind = "registry"
+
+    def __init__(self, hub: ActorRef, max_rooms: int, max_messages_in_room: int):
+        super().__init__("registry", mailbox_limit=MAX_WAITING_POSTS)
+        self._hub = hub
+        self._max_rooms = max_rooms
+        self._max_messages = max_messages_in_room
+        self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
+        self._rooms_body: bytes | None = None
+        self._last_created = 0
+        self._supervisor = Supervisor("rooms")
+        self.forgotten = 0
+
+    def receive(self, message):
+        match message:
+            case Post(draft, username):
+                self._post(draft, username)
+            case ListRooms():
+                if self._rooms_body is None:
+                    self._rooms_body = encode_list([e.json for e in reversed(self._rooms.values())])
+                return self._rooms_body
+            case FindRoom(name):
+                entry = self._rooms.get(fold(name))
+                return entry and Room(entry.name, entry.actor, entry.json)
+            case _:
+                raise TypeError(f"registry cannot handle {message!r}")
+
+    def _post(self, draft: Draft, username: str) -> None:
+        key = fold(draft.room)
+        entry = self._rooms.get(key)
+        if entry is None:
+            entry = self._create(key, draft.room)
+        else:
+            self._rooms.move_to_end(key)
+        posted = Message(entry.name, self._stamp(), username, draft.text, draft.id)
+        entry.last_message = posted
+        entry.json = room_json(entry.name, posted)
+        self._rooms_body = None
+        entry.actor.tell(Append(posted))
+
+    def _create(self, key: str, name: str) -> _Entry:
+        if len(self._rooms) >= self._max_rooms:
+            _, idlest = self._rooms.popitem(last=False)
+            idlest.actor.stop()
+            self.forgotten += 1
+            log.info("event=room_forgotten room=%r rooms=%d", idlest.name, len(self._rooms))
+        room = RoomActor(name, self._max_messages, self._hub).start(self._supervisor)
+        entry = self._rooms[key] = _Entry(name, room)
+        return entry
+
+    def _stamp(self) -> str:
+        self._last_created = max(time.time_ns(), self._last_created + 1)
+        return format_created(self._last_created)
+
+    def on_stop(self, reason) -> None:
+        for entry in self._rooms.values():
+            entry.actor.stop()
+
+    def info(self) -> dict:
+        return {"rooms": len(self._rooms), "forgotten": self.forgotten}
+
+
+def fold(name: str) -> str:
+    """Room names match whatever their case."""
+    return name.lower()
+
+
+def room_json(name: str, last_message: Message) -> bytes:
+    """A room object: `{"name", "last_message"}`, the message without its `id`."""
+    return (b'{"name":' + json.dumps(name, ensure_ascii=False).encode()
+            + b',"last_message":' + last_message.summary + b"}")

@@ -1,0 +1,38 @@
+"""The thin shell around the actors: HTTP, the websocket transport, configuration, entry points."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from actors.actor import ActorError
+from actors.system import start_chat
+from app import api, ws
+from app.config import Config
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Start the chat's actors and build the Flask app that talks to them."""
+    config = config or Config()
+    app = Flask(__name__, static_folder="static")
+    app.config["NANE"] = config
+    app.config["NANE_STARTED_NS"] = time.monotonic_ns()
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": config.max_frame_bytes}
+    app.extensions["nane"] = start_chat(
+        max_rooms=config.max_rooms, max_messages_in_room=config.max_messages_in_room,
+        kozma=config.kozma, kozma_first_delay=config.kozma_first_delay,
+        kozma_max_pause=config.kozma_max_pause)
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(ws.bp)
+    app.after_request(api.add_cors)
+    app.register_error_handler(HTTPException, api.api_error)
+    app.register_error_handler(ActorError, api.server_error)
+
+    @app.route("/")
+    def index():
+        return send_from_directory(app.static_folder, "index.html")
+
+    return app

@@ -1,0 +1,97 @@
+"""The HTTP API of SPEC.md: settings, rooms, one room, a room's history.
+
+Every answer is JSON in the `{"result": ...}` / `{"error": ...}` envelope with
+`charset=utf-8` and CORS `*`. The bodies come from the actors already encoded;
+this layer only asks and wraps.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, request
+
+from actors.actor import ActorError
+from actors.message import encode_error, encode_result
+from actors.registry import FindRoom, ListRooms
+from actors.room import GetHistory
+
+JSON = "application/json; charset=utf-8"
+READ_METHODS = ["GET", "HEAD", "POST"]
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status=status, content_type=JSON)
+
+
+def error_response(text: str, status: int) -> Response:
+    return json_response(encode_error(text), status)
+
+
+@bp.route("/settings", methods=READ_METHODS)
+def settings():
+    config = current_app.config["NANE"]
+    started = current_app.config["NANE_STARTED_NS"]
+    body = {"max_message_length": config.max_message_length,
+            "max_room_title_length": config.max_room_title_length,
+            "max_username_length": config.max_username_length,
+            **config.limits(),
+            "uptime": time.monotonic_ns() - started}
+    return json_response(encode_result(body))
+
+
+@bp.route("/rooms", methods=READ_METHODS)
+def rooms():
+    return json_response(_registry().ask(ListRooms()))
+
+
+@bp.route("/rooms/<path:name>", methods=READ_METHODS)
+def room(name: str):
+    if name.endswith("/history"):
+        return history(name.removesuffix("/history"))
+    found = _registry().ask(FindRoom(name))
+    if found is None:
+        return error_response(f"room {name} not found", 404)
+    return json_response(b'{"result":' + found.json + b"}")
+
+
+def history(name: str) -> Response:
+    found = _registry().ask(FindRoom(name))
+    if found is not None:
+        try:
+            return json_response(found.actor.ask(GetHistory()))
+        except ActorError:
+            pass  # forgotten between the two asks
+    return error_response(f"room {name} not found", 404)
+
+
+def _registry():
+    return current_app.extensions["nane"].registry
+
+
+def add_cors(response: Response) -> Response:
+    """Browser clients on other origins call the API directly (SPEC Part 3, item 5)."""
+    if request.path.startswith("/api/"):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = (
+                request.headers.get("Access-Control-Request-Headers") or "*")
+            response.headers["Access-Control-Max-Age"] = "86400"
+    return response
+
+
+def api_error(error):
+    """404 and 405 under /api/ answer the JSON envelope too."""
+    if not request.path.startswith("/api/"):
+        return error
+    return error_response(error.description if error.code != 404 else
+                          f"no such endpoint: {request.path}", error.code)
+
+
+def server_error(error):
+    if isinstance(error, ActorError):
+        return error_response("server busy, try again", 503)
+    return error_response("internal error", 500)

@@ -1,0 +1,184 @@
+"""The websocket transports: one small adapter over the two libraries a run mode may give us.
+
+Under gevent-websocket's handler (`python -m app` and gunicorn's
+GeventWebSocketWorker) the socket is already upgraded when Flask sees the
+request, in `environ["wsgi.websocket"]`. Under `gunicorn -k gevent` nobody has
+upgraded it and flask-sock's simple-websocket does the handshake. The session
+code sees only `receive`, `send` and `close`.
+
+gevent-websocket reads whatever length a frame header declares, so for it we
+read frames ourselves and refuse an oversized message (close 1009) from its
+header, before a byte of its payload is buffered.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+
+import gevent
+from gevent.lock import Semaphore
+from geventwebsocket.websocket import Header, WebSocket
+
+log = logging.getLogger("nane.transport")
+
+CLOSE_TIMEOUT = 1.0  # seconds a close frame may take before we drop the connection
+
+OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+
+
+class Binary(bytes):
+    """A binary message: not part of the protocol, dropped like other bad input."""
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked server-to-client text frame."""
+    return Header.encode_header(True, OP_TEXT, b"", len(payload), 0) + payload
+
+
+class GeventWebSocketTransport:
+    """A socket gevent-websocket has upgraded; we read and write its frames ourselves."""
+
+    def __init__(self, websocket: WebSocket, max_message_bytes: int):
+        self._ws = websocket
+        self._stream = websocket.stream
+        self._read = websocket.stream.read
+        self._write = websocket.stream.write
+        self._socket = websocket.handler.socket
+        self._max = max_message_bytes
+        self._write_lock = Semaphore()
+        self.closed = False
+
+    def receive(self) -> str | Binary | None:
+        """The next message, or None once the connection is closed."""
+        try:
+            return self._read_message()
+        except (OSError, ValueError, TypeError, AttributeError, struct.error):
+            # a dead peer, a protocol error or a socket closed under us
+            self.close(1002, "protocol error")
+            return None
+        except UnicodeDecodeError:
+            self.close(1007, "invalid UTF-8")
+            return None
+
+    def _read_message(self) -> str | Binary | None:
+        opcode, parts, size = None, [], 0
+        while not self.closed:
+            header = Header.decode_header(self._stream)
+            if header is None or header.flags:
+                raise ValueError("bad frame header")
+            if header.opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
+                size += header.length
+                if size > self._max:
+                    self.close(1009, f"message larger than {self._max} bytes")
+                    return None
+            payload = self._read(header.length) if header.length else b""
+            if len(payload) != header.length:
+                raise OSError("connection closed mid-frame")
+            if header.mask:
+                payload = header.unmask_payload(payload)
+            if header.opcode == OP_PING:
+                self._send_raw(Header.encode_header(True, OP_PONG, b"", len(payload), 0)
+                               + bytes(payload))
+                continue
+            if header.opcode == OP_PONG:
+                continue
+            if header.opcode == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
+                self.close(code if 1000 <= code < 5000 else 1002, "")
+                return None
+            if header.opcode == OP_CONTINUATION:
+                if opcode is None:
+                    raise ValueError("continuation without a start")
+            elif header.opcode in (OP_TEXT, OP_BINARY):
+                if opcode is not None:
+                    raise ValueError("new message inside a fragmented one")
+                opcode = header.opcode
+            else:
+                raise ValueError(f"unknown opcode {header.opcode}")
+            parts.append(bytes(payload))
+            if header.fin:
+                data = b"".join(parts)
+                return data.decode("utf-8") if opcode == OP_TEXT else Binary(data)
+        return None
+
+    def send(self, frames: list[bytes]) -> None:
+        """Write JSON text frames in one system call."""
+        self._send_raw(b"".join([text_frame(f) for f in frames]))
+
+    def _send_raw(self, data: bytes) -> None:
+        with self._write_lock:
+            if self.closed:
+                raise OSError("connection closed")
+            self._write(data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame if we can within CLOSE_TIMEOUT, then drop the socket."""
+        if self.closed:
+            return
+        payload = struct.pack("!H", code) + reason.encode()[:123] if code != 1006 else b""
+        try:
+            with gevent.Timeout(CLOSE_TIMEOUT):
+                with self._write_lock:
+                    self.closed = True
+                    if payload:
+                        self._write(Header.encode_header(True, OP_CLOSE, b"", len(payload), 0)
+                                    + payload)
+        except (gevent.Timeout, OSError):
+            pass
+        finally:
+            self.closed = True
+            self._ws.closed = True
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class SimpleWebSocketTransport:
+    """A socket flask-sock's simple-websocket upgraded (`gunicorn -k gevent`)."""
+
+    def __init__(self, websocket):
+        self._ws = websocket
+        self._write_lock = Semaphore()
+        self.closed = False
+
+    def receive(self) -> str | Binary | None:
+        from simple_websocket import ConnectionClosed
+
+        try:
+            data = self._ws.receive()
+        except ConnectionClosed:
+            data = None
+        if data is None:
+            self.closed = True
+            return None
+        return Binary(data) if isinstance(data, (bytes, bytearray)) else data
+
+    def send(self, frames: list[bytes]) -> None:
+        from wsproto.events import TextMessage
+
+        if self.closed or not self._ws.connected:
+            raise OSError("connection closed")
+        with self._write_lock:
+            data = b"".join(self._ws.ws.send(TextMessage(data=f.decode())) for f in frames)
+            self._ws.sock.sendall(data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            with gevent.Timeout(CLOSE_TIMEOUT):
+                with self._write_lock:
+                    if code != 1006:
+                        self._ws.close(reason=code, message=reason)
+        except Exception:  # already closed by the peer, or the write timed out
+            pass
+        finally:
+            try:
+                self._ws.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

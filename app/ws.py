@@ -1,0 +1,118 @@
+"""`/ws`: who is connecting, which transport carries the socket, and the read loop.
+
+Each connection is two greenlets: this one reads frames and turns them into
+messages for the actors; its `SessionActor` writes frames out. The reader
+never writes to the socket except through the session's outbox.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from urllib.parse import parse_qs
+
+from flask import Blueprint, Response, current_app, g, request
+from flask_sock import Sock
+
+from actors.actor import ActorStopped, MailboxFull
+from actors.hub import Join, Leave
+from actors.message import PONG, BadFrame, Limits, Ping, error_frame, parse_frame
+from actors.registry import Post
+from actors.session import SessionActor
+from app.transport import Binary, GeventWebSocketTransport, SimpleWebSocketTransport
+
+log = logging.getLogger("nane.ws")
+
+bp = Blueprint("ws", __name__)
+sock = Sock()
+_session_numbers = itertools.count(1)
+
+
+def username_from_query(query: str, max_length: int) -> str:
+    """SPEC: form-decoded, trimmed, `name` when `username` is missing or blank, then cut."""
+    params = parse_qs(query, keep_blank_values=True)
+    for key in ("username", "name"):
+        value = (params.get(key) or [""])[0].strip()
+        if value:
+            return value[:max_length]
+    return ""
+
+
+def opted_in(query: str) -> bool:
+    """`?v=2` asks for extension frames (errors for dropped messages)."""
+    return (parse_qs(query).get("v") or [""])[0] == "2"
+
+
+@bp.before_app_request
+def upgrade_or_refuse():
+    """Before flask-sock would handshake: refuse nameless clients, or serve an upgraded socket."""
+    if request.path != "/ws":
+        return None
+    config = current_app.config["NANE"]
+    query = request.query_string.decode("latin-1")
+    g.username = username_from_query(query, config.max_username_length)
+    upgraded = request.environ.get("wsgi.websocket")
+    if not g.username:
+        if upgraded is None:
+            return Response("name required", status=401, mimetype="text/plain")
+        GeventWebSocketTransport(upgraded, config.max_frame_bytes).close(1008, "name required")
+        return Response()
+    if upgraded is not None:
+        serve(GeventWebSocketTransport(upgraded, config.max_frame_bytes), g.username, query)
+        return Response()
+    return None  # flask-sock's route below does the handshake
+
+
+@sock.route("/ws", bp=bp)
+def websocket(ws):
+    serve(SimpleWebSocketTransport(ws), g.username, request.query_string.decode("latin-1"))
+
+
+def serve(transport, username: str, query: str) -> None:
+    """Run one connection until it closes: read frames, post messages, answer pings."""
+    chat = current_app.extensions["nane"]
+    config = current_app.config["NANE"]
+    limits = Limits(config.max_room_title_length, config.max_message_length)
+    extensions = opted_in(query)
+    name = f"session:{next(_session_numbers)}"
+    session = SessionActor(name, transport, username, config.max_outbox_messages).start()
+    chat.hub.tell(Join(session))
+    remote = request.remote_addr
+    log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
+             name, username, remote, extensions)
+    try:
+        while (raw := transport.receive()) is not None:
+            try:
+                reply = handle_frame(raw, username, limits, chat)
+            except BadFrame as bad:
+                log.info("event=dropped session=%s reason=%r", name, bad.reason)
+                reply = error_frame(bad) if extensions else None
+            if reply is not None:
+                try:
+                    session.tell(reply)
+                except (MailboxFull, ActorStopped):
+                    break
+    finally:
+        chat.hub.tell(Leave(session))
+        session.stop()
+        session.join(timeout=2)
+        log.info("event=ws_close session=%s username=%r sent=%d", name, username,
+                 session.info()["sent"])
+
+
+def handle_frame(raw: str | Binary, username: str, limits: Limits, chat) -> bytes | None:
+    """One client frame in; the frame to answer with (a pong), if any.
+
+    Raises:
+        BadFrame: the message is dropped, for the reason it carries.
+    """
+    if isinstance(raw, Binary):
+        raise BadFrame("binary frames are not supported; send JSON text")
+    parsed = parse_frame(raw, limits)
+    if isinstance(parsed, Ping):
+        return PONG
+    try:
+        chat.registry.tell(Post(parsed, username))
+    except (MailboxFull, ActorStopped):
+        raise BadFrame("server busy, message not accepted", parsed.id) from None
+    return None
