@@ -14,5 +14,6 @@ timeout = 30
 graceful_timeout = 10
 keepalive = 75
 accesslog = None
+control_socket_disable = True  # one server per dyno; nothing to control, and no shared path to race for
 errorlog = "-"
 loglevel = "info"
