@@ -1,9 +1,10 @@
 """The heart of nane: actors that own all state and talk only through messages.
 
-Follow one message: `app/ws.py` parses the frame -> `message.parse_frame`
-validates it -> `registry.RegistryActor` finds or creates the room and stamps
-it -> `room.RoomActor` keeps it -> `hub.HubActor` hands it to every
-`session.SessionActor`, which writes it to its socket.
+Follow one message: `app/ws.py` reads the frame -> `message.parse_frame`
+validates it -> `registry.RegistryActor` finds or creates the room, stamps the
+message and hands it on -> `room.RoomActor` keeps it in the history, and
+`hub.HubActor` passes it to every `session.SessionActor`, which writes it to
+its socket.
 """
 
 from actors.actor import Actor, ActorError, ActorRef, ActorStopped, AskTimeout, MailboxFull

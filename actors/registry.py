@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from actors.actor import Actor, ActorRef
 from actors.message import Draft, Message, encode_list, format_created
+from actors.hub import Deliver
 from actors.room import Append, RoomActor
 from actors.supervisor import Supervisor
 
@@ -61,12 +62,14 @@ class RegistryActor(Actor):
     """Owns the name -> room mapping, each room's first spelling and last message.
 
     Lookup ignores case; a room keeps the spelling of its first message. The
-    registry is also the clock: it stamps every message with `created`, so
-    stamps are unique and increasing across all rooms. At most `max_rooms`
+    registry is also the sequencer: it stamps every message with `created` and
+    hands it to the room (to keep) and to the hub (to deliver) in that order,
+    so stamps are unique and increasing, and every connection receives all
+    messages in one order — each sender's in the order sent, across rooms. At most `max_rooms`
     rooms live at once; the least recently active one is forgotten first.
 
     Args:
-        hub: where rooms send messages for fan-out.
+        hub: the fan-out to every connection.
         max_rooms: how many rooms may exist.
         max_messages_in_room: each room's history length.
     """
@@ -110,6 +113,7 @@ class RegistryActor(Actor):
         entry.json = room_json(entry.name, posted)
         self._rooms_body = None
         entry.actor.tell(Append(posted))
+        self._hub.tell(Deliver(posted))
 
     def _create(self, key: str, name: str) -> _Entry:
         if len(self._rooms) >= self._max_rooms:
@@ -117,7 +121,7 @@ class RegistryActor(Actor):
             idlest.actor.stop()
             self.forgotten += 1
             log.info("event=room_forgotten room=%r rooms=%d", idlest.name, len(self._rooms))
-        room = RoomActor(name, self._max_messages, self._hub).start(self._supervisor)
+        room = RoomActor(name, self._max_messages).start(self._supervisor)
         entry = self._rooms[key] = _Entry(name, room)
         return entry
 

@@ -1,18 +1,17 @@
-"""RoomActor: one room's history, and the hand-off of each new message to its receivers."""
+"""RoomActor: one room's history."""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
 
-from actors.actor import Actor, ActorRef
-from actors.hub import Deliver
+from actors.actor import Actor
 from actors.message import Message, encode_list
 
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Keep `message` and send it to every receiver (tell)."""
+    """Keep `message` (tell)."""
 
     message: Message
 
@@ -23,25 +22,24 @@ class GetHistory:
 
 
 class RoomActor(Actor):
-    """Owns a room's last `max_messages` messages.
+    """Owns a room's last `max_messages` messages, and serves them as `/history`.
 
-    Every accepted message goes to every open connection (SPEC), so a room's
-    receivers are all of them: the room passes each message to the hub, which
-    owns that one set, instead of every room keeping a copy of it.
+    Every accepted message goes to every open connection whatever its room
+    (SPEC), so a room's subscribers are all connections: that one set is
+    owned by the hub, not copied into every room. The registry hands each
+    message to the room and to the hub in the order it stamped them.
 
     Args:
         name: the room's first-seen spelling.
         max_messages: how many messages the room keeps.
-        hub: where each appended message goes for fan-out.
     """
 
     kind = "room"
 
-    def __init__(self, name: str, max_messages: int, hub: ActorRef):
+    def __init__(self, name: str, max_messages: int):
         super().__init__(f"room:{name}")
         self.room = name
         self._history: deque[Message] = deque(maxlen=max_messages)
-        self._hub = hub
         self._history_body: bytes | None = None  # cached until the next message
 
     def receive(self, message):
@@ -49,7 +47,6 @@ class RoomActor(Actor):
             case Append(posted):
                 self._history.append(posted)
                 self._history_body = None
-                self._hub.tell(Deliver(posted))
             case GetHistory():
                 if self._history_body is None:
                     self._history_body = encode_list([m.json for m in self._history])

@@ -1,0 +1,243 @@
+"""The actor runtime, rooms and the registry, with no network: greenlets and queues only."""
+
+from __future__ import annotations
+
+import json
+import gevent
+import pytest
+
+from actors.actor import Actor, ActorStopped, AskTimeout, MailboxFull
+from actors.hub import HubActor, Join
+from actors.message import Draft
+from actors.registry import FindRoom, ListRooms, Post, RegistryActor
+from actors.room import GetHistory
+from actors.session import SLOW_CONSUMER, SessionActor
+from actors.supervisor import Supervisor
+
+TIMEOUT = 2.0
+
+
+class Recorder(Actor):
+    """Remembers what it got; answers asks; can be told to fail or to hang."""
+
+    def __init__(self, mailbox_limit=None):
+        super().__init__("recorder", mailbox_limit=mailbox_limit)
+        self.seen = []
+        self.stopped_with = None
+
+    def receive(self, message):
+        match message:
+            case "boom":
+                raise ValueError("boom")
+            case ("wait", event):
+                event.wait(TIMEOUT)
+            case "seen":
+                return list(self.seen)
+            case _:
+                self.seen.append(message)
+                return message
+
+    def on_stop(self, reason):
+        self.stopped_with = reason
+
+
+def test_messages_are_handled_one_at_a_time_in_order():
+    ref = Recorder().start()
+    for i in range(100):
+        ref.tell(i)
+    assert ref.ask("seen", timeout=TIMEOUT) == list(range(100))
+
+
+def test_ask_returns_the_reply_and_raises_the_actors_exception():
+    ref = Recorder().start()
+    assert ref.ask("hello", timeout=TIMEOUT) == "hello"
+    with pytest.raises(ValueError, match="boom"):
+        ref.ask("boom", timeout=TIMEOUT)
+    assert ref.ask("still alive", timeout=TIMEOUT) == "still alive"
+    assert ref.info()["failures"] == 1
+
+
+def test_a_failing_tell_is_reported_and_the_actor_goes_on(caplog):
+    ref = Recorder().start()
+    ref.tell("boom")
+    assert ref.ask("next", timeout=TIMEOUT) == "next"
+    assert "boom" in caplog.text
+
+
+def test_ask_times_out():
+    ref = Recorder().start()
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    with pytest.raises(AskTimeout):
+        ref.ask("late", timeout=0.05)
+    gate.set()
+
+
+def test_stop_fails_pending_asks_and_refuses_new_messages():
+    ref = Recorder().start()
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    waiting = gevent.spawn(ref.ask, "queued behind the stop?", TIMEOUT)
+    gevent.sleep(0)  # let the ask reach the mailbox
+    ref.stop()
+    with pytest.raises(ActorStopped):
+        ref.tell("after stop")
+    gate.set()
+    waiting.join(TIMEOUT)
+    # the ask was queued before the stop, so it is answered; nothing is left hanging
+    assert waiting.value == "queued behind the stop?"
+    assert ref.join(TIMEOUT)
+    with pytest.raises(ActorStopped):
+        ref.ask("after", timeout=TIMEOUT)
+
+
+def test_kill_interrupts_a_hanging_message_and_fails_asks_behind_it():
+    actor = Recorder()
+    ref = actor.start()
+    never = gevent.event.Event()
+    ref.tell(("wait", never))
+    pending = gevent.spawn(ref.ask, "behind", TIMEOUT)
+    gevent.sleep(0)
+    ref.kill("enough")
+    pending.join(TIMEOUT)
+    assert isinstance(pending.exception, ActorStopped)
+    assert ref.join(TIMEOUT) and actor.stopped_with == "enough"
+
+
+def test_bounded_mailbox_refuses_at_once_instead_of_blocking():
+    ref = Recorder(mailbox_limit=3).start()
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    gevent.sleep(0)  # the actor is now busy with the wait
+    for i in range(3):
+        ref.tell(i)
+    with pytest.raises(MailboxFull):
+        ref.tell("one too many")
+    assert ref.info()["mailbox"] == 3
+    gate.set()
+    wait_for(lambda: ref.info()["mailbox"] == 0)
+    assert ref.ask("seen", timeout=TIMEOUT) == [0, 1, 2]
+
+
+def test_supervisor_restarts_a_dead_greenlet_with_its_state():
+    actor = Recorder()
+    ref = actor.start(Supervisor(max_restarts=3, within_seconds=10))
+    ref.tell("kept")
+    assert ref.ask("seen", timeout=TIMEOUT) == ["kept"]
+    gevent.kill(actor._greenlet)  # the greenlet dies, not by a message
+    assert ref.ask("seen", timeout=TIMEOUT) == ["kept"]
+    assert ref.info()["restarts"] == 1
+
+
+def test_supervisor_gives_up_after_too_many_restarts(caplog):
+    actor = Recorder()
+    ref = actor.start(Supervisor(max_restarts=2, within_seconds=10))
+    for _ in range(3):
+        gevent.kill(actor._greenlet)
+        gevent.sleep(0)
+    gevent.sleep(0.01)
+    assert not ref.alive
+    with pytest.raises(ActorStopped):
+        ref.ask("anyone?", timeout=TIMEOUT)
+    assert "gives up" in caplog.text
+
+
+# -- rooms, the registry and the hub ------------------------------------------
+
+
+class ListTransport:
+    """A transport that records frames: the session's far end, without a socket."""
+
+    def __init__(self, block: gevent.event.Event | None = None):
+        self.frames, self.closed_with, self.block = [], None, block
+        self.arrived = gevent.event.Event()
+
+    def send(self, frames):
+        if self.block is not None:
+            self.block.wait()
+        self.frames.extend(json.loads(f) for f in frames)
+        self.arrived.set()
+
+    def close(self, code, reason):
+        self.closed_with = (code, reason)
+
+
+def chat(max_rooms=100, max_messages=10):
+    hub = HubActor().start()
+    return hub, RegistryActor(hub, max_rooms, max_messages).start()
+
+
+def wait_for(predicate, timeout=TIMEOUT):
+    with gevent.Timeout(timeout):
+        while not predicate():
+            gevent.sleep(0.001)
+
+
+def test_room_keeps_first_spelling_history_and_fans_out():
+    hub, registry = chat(max_messages=2)
+    transport = ListTransport()
+    session = SessionActor("s", transport, "u", max_outbox=100).start()
+    hub.tell(Join(session))
+    for room, text in [("Main", "1"), ("MAIN", "2"), ("main", "3")]:
+        registry.tell(Post(Draft(room, text, id=text), "ann"))
+    wait_for(lambda: len(transport.frames) == 3)
+    assert {f["room"] for f in transport.frames} == {"Main"}
+    room = registry.ask(FindRoom("mAiN"), timeout=TIMEOUT)
+    history = json.loads(room.actor.ask(GetHistory(), timeout=TIMEOUT))["result"]
+    assert [m["text"] for m in history] == ["2", "3"]  # the last max_messages
+    assert json.loads(room.json)["last_message"]["text"] == "3"
+    assert "id" not in json.loads(room.json)["last_message"]
+
+
+def test_registry_forgets_the_least_recently_active_room():
+    hub, registry = chat(max_rooms=2)
+    for room in ["a", "b", "a", "c"]:
+        registry.tell(Post(Draft(room, "x"), "u"))
+    rooms = json.loads(registry.ask(ListRooms(), timeout=TIMEOUT))["result"]
+    assert [r["name"] for r in rooms] == ["c", "a"]
+    assert registry.ask(FindRoom("b"), timeout=TIMEOUT) is None
+
+
+def test_a_killed_room_keeps_its_history_and_keeps_serving():
+    hub, registry = chat()
+    registry.tell(Post(Draft("r", "before"), "u"))
+    room = registry.ask(FindRoom("r"), timeout=TIMEOUT)
+    gevent.kill(room.actor._actor._greenlet)  # crash the room's greenlet
+    registry.tell(Post(Draft("r", "after"), "u"))
+    wait_for(lambda: room.actor.info()["history"] == 2)
+    history = json.loads(room.actor.ask(GetHistory(), timeout=TIMEOUT))["result"]
+    assert [m["text"] for m in history] == ["before", "after"]
+    assert room.actor.info()["restarts"] == 1
+
+
+def test_hub_cuts_off_a_session_whose_outbox_is_full_and_others_go_on():
+    hub, registry = chat()
+    stuck = ListTransport(block=gevent.event.Event())  # never finishes a write
+    fast = ListTransport()
+    slow_session = SessionActor("slow", stuck, "slow", max_outbox=5).start()
+    fast_session = SessionActor("fast", fast, "fast", max_outbox=1000).start()
+    hub.tell(Join(slow_session))
+    hub.tell(Join(fast_session))
+    for i in range(20):
+        registry.tell(Post(Draft("r", str(i)), "u"))
+    wait_for(lambda: len(fast.frames) == 20)
+    wait_for(lambda: stuck.closed_with is not None)
+    assert stuck.closed_with == (SLOW_CONSUMER.code, SLOW_CONSUMER.reason)
+    assert not slow_session.alive
+    assert hub.info()["sessions"] == 1
+
+
+def test_session_batches_frames_that_queue_up():
+    gate = gevent.event.Event()
+    transport = ListTransport(block=gate)
+    calls = []
+    original = transport.send
+    transport.send = lambda frames: (calls.append(len(frames)), original(frames))
+    session = SessionActor("s", transport, "u", max_outbox=100).start()
+    for i in range(10):
+        session.tell(json.dumps({"n": i}).encode())
+    gevent.sleep(0)
+    gate.set()
+    wait_for(lambda: len(transport.frames) == 10)
+    assert [f["n"] for f in transport.frames] == list(range(10))
+    assert len(calls) < 10  # several frames per write

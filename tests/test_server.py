@@ -1,0 +1,229 @@
+"""Black-box tests of whole server processes: the three run modes, limits, and load."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shlex
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import websockets
+
+from tests.conftest import ROOT, Server, free_port, receive, receive_close, send
+
+ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_each_run_mode_serves_the_protocol(start_server, mode):
+    server = start_server(mode, kozma=1, kozma_first_delay=0.1, kozma_max_pause=30)
+    a, b = server.connect("ann"), server.connect("bob", query="v=2")
+    assert receive(a)["room"] == "kozma"  # the bot runs in every mode
+    assert receive(b)["room"] == "kozma"
+    send(a, room="Lobby", text="hello", id="m1")
+    for ws in (a, b):
+        message = receive(ws)
+        assert (message["room"], message["text"], message["id"]) == ("Lobby", "hello", "m1")
+    b.send("{oops")
+    assert receive(b) == {"error": "invalid JSON"}
+    send(b, ping=True)
+    assert receive(b) == {"pong": True}
+    history = server.get("/api/rooms/lobby/history", method="POST")["result"]
+    assert [m["text"] for m in history] == ["hello"]
+    names = {r["name"] for r in server.get("/api/rooms")["result"]}
+    assert names == {"Lobby", "kozma"}
+
+
+@pytest.mark.parametrize("mode", ["embedded", "gunicorn-gevent"])
+def test_nameless_is_refused_with_401(start_server, mode):
+    import websocket
+    server = start_server(mode)
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        server.connect(None)
+    assert refused.value.status_code == 401
+
+
+def raw_upgrade(port: int, username: str = "raw", receive_buffer: int = 0) -> socket.socket:
+    """A websocket handshake by hand, for frames no library would send."""
+    sock = socket.socket()
+    if receive_buffer:  # before connect, so the TCP window stays small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws?username={username} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                  f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed during handshake"
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def read_close_code(sock: socket.socket, timeout: float = 5.0) -> int | None:
+    """Read frames until a close frame; its code, or None if the socket just ended."""
+    sock.settimeout(timeout)
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        while len(buffer) >= 2:
+            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+            start = 2
+            if length == 126:
+                length, start = struct.unpack("!H", buffer[2:4])[0], 4
+            elif length == 127:
+                length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+            if len(buffer) < start + length:
+                break
+            payload, buffer = buffer[start:start + length], buffer[start + length:]
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            return None
+        if not chunk:
+            return None
+        buffer += chunk
+    return None
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_oversized_frame_closes_1009_before_it_is_buffered(start_server, mode):
+    server = start_server(mode, max_frame_bytes=4096)
+    process = psutil.Process(server.process.pid)
+    worker = (process.children() or [process])[0]
+    bystander = server.connect("bystander")
+    before = worker.memory_info().rss
+    sock = raw_upgrade(server.port)
+    declared = 200 * 1024 * 1024  # a 200 MB frame: header first, then a little payload
+    header = struct.pack("!BBQ", 0x81, 0x80 | 127, declared) + bytes(4)  # zero mask: text stays text
+    sock.sendall(header)
+    try:
+        sock.sendall(b"x" * 8192)
+    except OSError:
+        pass  # the server may already have closed
+    assert read_close_code(sock) == 1009
+    assert worker.memory_info().rss - before < 20 * 1024 * 1024
+    send(bystander, room="r", text="others unaffected")
+    assert receive(bystander)["text"] == "others unaffected"
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_nobody_else_notices(start_server):
+    server = start_server(max_outbox_messages=100)
+    stuck = raw_upgrade(server.port, "stuck", receive_buffer=4096)
+    readers = [server.connect(f"reader{i}") for i in range(3)]
+    sender = server.connect("sender")
+    text = "x" * 8000
+    count = 600  # 4.8 MB: far more than the socket buffers between us and `stuck` hold
+    for i in range(count):
+        send(sender, room="flood", text=f"{i} {text}")
+        if i % 20 == 19:  # keep the readers drained so only `stuck` falls behind
+            for ws in readers + [sender]:
+                for _ in range(20):
+                    receive(ws)
+    send(sender, room="after", text="still flowing")
+    for ws in readers:
+        assert receive(ws)["text"] == "still flowing"
+    # the server cut `stuck` off with 1008 (its close frame cannot get through a full
+    # buffer, so the server's log is where the reason shows)
+    log = server.log()
+    assert "event=slow_consumer session=session:1" in log
+    assert "event=disconnect session=session:1 code=1008 reason='slow consumer'" in log
+    stuck.close()
+
+
+
+def test_bad_configuration_fails_at_start_naming_the_variable():
+    env = {**os.environ, "NANE_MAX_ROOMS": "lots"}
+    result = subprocess.run([sys.executable, "-m", "app", "--addr", f"127.0.0.1:{free_port()}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "NANE_MAX_ROOMS" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "app", "--max-rooms", "0"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "--max-rooms" in result.stderr
+
+
+def test_procfile_command_pins_one_worker_despite_web_concurrency(tmp_path):
+    procfile = (ROOT / "Procfile").read_text()
+    command = procfile.split("web:", 1)[1].strip()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANE_")}
+    env.update(PORT=str(port), WEB_CONCURRENCY="3", PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "procfile.log", "wb")
+    process = subprocess.Popen(shlex.split(command), cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        server = Server.__new__(Server)
+        server.base, server.ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+        server.process, server.log_path, server._log = process, tmp_path / "procfile.log", log
+        server.wait_ready()
+        assert len(psutil.Process(process.pid).children()) == 1
+        clients = [server.connect(f"c{i}") for i in range(6)]
+        send(clients[0], room="one", text="everyone sees this")
+        for ws in clients:
+            assert receive(ws)["text"] == "everyone sees this"
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(15)
+        log.close()
+
+
+# -- load correctness ----------------------------------------------------------
+
+CLIENTS, MESSAGES, ROOMS = 200, 20, 10
+
+
+async def _load(port: int) -> tuple[dict, float]:
+    total = CLIENTS * MESSAGES
+    received: dict[int, list[tuple[int, int]]] = {}
+
+    async def client(n: int, ready: asyncio.Event, go: asyncio.Event):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws?username=c{n}",
+                                      max_queue=None, open_timeout=20) as ws:
+            got = received.setdefault(n, [])
+            ready.set()
+            await go.wait()
+            for i in range(MESSAGES):
+                await ws.send(json.dumps({"room": f"room{(n + i) % ROOMS}",
+                                          "text": f"{n} {i}", "id": f"{n}-{i}"}))
+            while len(got) < total:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                sender, seq = map(int, message["text"].split())
+                assert message["id"] == f"{sender}-{seq}"
+                got.append((sender, seq))
+
+    go = asyncio.Event()
+    readies = [asyncio.Event() for _ in range(CLIENTS)]
+    tasks = [asyncio.create_task(client(n, readies[n], go)) for n in range(CLIENTS)]
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+    started = time.monotonic()
+    go.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    return received, time.monotonic() - started
+
+
+def test_200_clients_20_messages_10_rooms_everything_exactly_once_in_order(start_server):
+    server = start_server()
+    received, seconds = asyncio.run(_load(server.port))
+    expected = {(s, i) for s in range(CLIENTS) for i in range(MESSAGES)}
+    for n, got in received.items():
+        assert len(got) == len(set(got)) == CLIENTS * MESSAGES, n  # exactly once
+        assert set(got) == expected
+        for sender in range(CLIENTS):  # each sender's messages in the order sent
+            seqs = [seq for s, seq in got if s == sender]
+            assert seqs == sorted(seqs)
+    delivered = CLIENTS * CLIENTS * MESSAGES
+    print(f"\nload: {CLIENTS} clients x {MESSAGES} messages into {ROOMS} rooms: "
+          f"{delivered} deliveries in {seconds:.2f}s ({delivered / seconds:,.0f} frames/s)")
