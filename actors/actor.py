@@ -10,6 +10,8 @@ lock, and the order in which messages arrive is the order in which they act.
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gevent
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("nane.actors")
 
 DEFAULT_ASK_TIMEOUT = 5.0
+TRACE_LENGTH = 8  # messages each actor remembers while tracing is on
+TRACE_TEXT_LENGTH = 160  # characters of each remembered message shown
 
 
 class ActorError(Exception):
@@ -50,6 +54,50 @@ class Envelope(NamedTuple):
 _STOP = object()  # the sentinel `stop` puts behind all earlier messages
 
 
+class Tracing:
+    """Whether actors remember the messages they handle: only while someone watches.
+
+    The actor view calls `watch` on every look; tracing then stays on for
+    `seconds` after the last look and switches itself off. With nobody
+    watching, the whole cost per message is reading `on`.
+    """
+
+    def __init__(self):
+        self.on = False
+        self.generation = 0  # bumped at every switch-on: older traces are stale
+        self._until = 0.0
+        self._timer: gevent.Greenlet | None = None
+
+    def watch(self, seconds: float) -> None:
+        """Trace from now until `seconds` after the last call."""
+        self._until = time.monotonic() + seconds
+        if not self.on:
+            self.on = True
+            self.generation += 1
+        if self._timer is None:
+            self._timer = gevent.spawn_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        left = self._until - time.monotonic()
+        if left > 0:
+            self._timer = gevent.spawn_later(left, self._expire)
+        else:
+            self.on = False
+            self._timer = None
+
+
+tracing = Tracing()
+
+
+def describe(message: Any, limit: int = TRACE_TEXT_LENGTH) -> str:
+    """A message as the actor view shows it: a frame's text, or the message's repr, cut."""
+    if isinstance(message, (bytes, bytearray)):
+        text = bytes(message[: limit * 4]).decode("utf-8", "replace")
+    else:
+        text = repr(message)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Actor:
     """Subclass this: keep state in attributes, answer messages in `receive`.
 
@@ -73,6 +121,8 @@ class Actor:
         self._handled = 0
         self._failures = 0
         self._restarts = 0
+        self._trace: deque[tuple[float, Any]] | None = None  # made on the first traced message
+        self._trace_generation = 0
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -125,6 +175,8 @@ class Actor:
 
     def _handle(self, envelope: Envelope) -> None:
         message, reply = envelope
+        if tracing.on:
+            self._remember(message)
         try:
             result = self.receive(message)
         except Exception as error:  # one bad message must not take the actor down
@@ -147,7 +199,23 @@ class Actor:
             if envelope is _STOP or envelope.reply is not None:
                 break
             taken.append(self._mailbox.get().message)
+        if tracing.on:
+            for message in taken:
+                self._remember(message)
         return taken
+
+    def _remember(self, message: Any) -> None:
+        """Keep `message` for the actor view (only called while tracing is on).
+
+        Messages marked `untraced` (the view's own questions) are left out,
+        or every look would fill the traces with the looking itself.
+        """
+        if getattr(message, "untraced", False):
+            return
+        if self._trace is None or self._trace_generation != tracing.generation:
+            self._trace = deque(maxlen=TRACE_LENGTH)
+            self._trace_generation = tracing.generation
+        self._trace.append((time.time(), message))
 
     def _finish(self, reason: Any) -> None:
         """Stop for good: run on_stop once and fail every ask still waiting."""
@@ -254,17 +322,23 @@ class ActorRef:
         """Runtime facts about the actor, like Erlang's process_info.
 
         Counters kept by the runtime, not the actor's own state: reading them
-        sends no message and never waits.
+        sends no message and never waits. `recent` lists the last messages
+        handled while `tracing` was on (oldest first), or nothing.
         """
         actor = self._actor
+        traced = tracing.on and actor._trace is not None and (
+            actor._trace_generation == tracing.generation)
         facts = {
             "name": actor.name,
             "kind": actor.kind,
             "alive": actor._running,
             "mailbox": actor._mailbox.qsize(),
+            "mailbox_limit": actor._mailbox_limit,
             "handled": actor._handled,
             "failures": actor._failures,
             "restarts": actor._restarts,
+            "recent": [{"at": at, "message": describe(message)}
+                       for at, message in (actor._trace if traced else ())],
         }
         facts.update(actor.info())
         return facts
@@ -289,5 +363,5 @@ class _Killed(BaseException):
 
 __all__ = [
     "Actor", "ActorRef", "ActorError", "ActorStopped", "MailboxFull", "AskTimeout",
-    "DEFAULT_ASK_TIMEOUT",
+    "DEFAULT_ASK_TIMEOUT", "Tracing", "tracing", "describe",
 ]

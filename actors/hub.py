@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 from actors.actor import Actor, ActorRef, ActorStopped, MailboxFull
 from actors.message import Message
@@ -31,6 +32,13 @@ class Deliver:
     """Send an accepted message to every session (tell)."""
 
     message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ListSessions:
+    """Ask: the references of every open session (for the actor view)."""
+
+    untraced: ClassVar[bool] = True  # the view's own question stays out of traces
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,8 @@ class HubActor(Actor):
                 self._sessions.add(session)
             case Leave(session):
                 self._sessions.discard(session)
+            case ListSessions():
+                return list(self._sessions)
             case DisconnectAll(reason):
                 sessions, self._sessions = self._sessions, set()
                 for session in sessions:

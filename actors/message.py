@@ -122,6 +122,9 @@ class Message:
             message = {"id": self.id, **message}
         return message
 
+    def __repr__(self) -> str:
+        return f"Message(room={self.room!r}, sender={self.username!r}, text={self.text!r})"
+
     @property
     def summary(self) -> bytes:
         if self.id is None:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import ClassVar
 
 from actors.actor import Actor, ActorRef
 from actors.message import Draft, Message, encode_list, format_created
@@ -37,6 +38,13 @@ class FindRoom:
     """Ask: the `Room` called `name` (any case), or None."""
 
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListRoomActors:
+    """Ask: every room's actor reference, most recently active first (for the actor view)."""
+
+    untraced: ClassVar[bool] = True  # the view's own question stays out of traces
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,8 @@ class RegistryActor(Actor):
                 if self._rooms_body is None:
                     self._rooms_body = encode_list([e.json for e in reversed(self._rooms.values())])
                 return self._rooms_body
+            case ListRoomActors():
+                return [entry.actor for entry in reversed(self._rooms.values())]
             case FindRoom(name):
                 entry = self._rooms.get(fold(name))
                 return entry and Room(entry.name, entry.actor, entry.json)

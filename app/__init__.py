@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors.actor import ActorError
 from actors.system import start_chat
-from app import api, ws
+from app import actor_view, api, ws
 from app.config import Config
 
 
@@ -27,6 +27,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
+    app.register_blueprint(actor_view.bp)
     app.after_request(api.add_cors)
     app.register_error_handler(HTTPException, api.api_error)
     app.register_error_handler(ActorError, api.server_error)

@@ -75,8 +75,7 @@
     const head = el("div", "card-head");
     head.append(el("span", "card-title", title(actor)));
     head.append(el("span", "tag", actor.kind));
-    const sub = el("span", "card-name", actor.name);
-    head.append(sub);
+    if (actor.name !== title(actor)) head.append(el("span", "card-name", actor.name));
     const bar = el("div", "bar");
     bar.append(el("div", "bar-fill"));
     bar.hidden = true;

@@ -1,0 +1,63 @@
+"""The actor view: `/actors` (the page) and `/api/actors` (what it polls).
+
+Every actor of the chat with the runtime's counters (`ActorRef.info`), and,
+while somebody is looking, the last messages each one handled. Looking is
+what switches tracing on: each call of `/api/actors` keeps it on for
+`TRACE_SECONDS` more, so with the page closed the actors do no tracing work.
+This module only reads references and asks the registry and the hub for
+theirs; it never touches actor state.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, send_from_directory
+
+from actors.actor import ActorError, tracing
+from actors.hub import ListSessions
+from actors.message import encode_result
+from actors.registry import ListRoomActors
+from app.api import READ_METHODS, json_response
+
+TRACE_SECONDS = 5.0  # tracing stays on this long after the last look
+
+bp = Blueprint("actor_view", __name__)
+
+
+@bp.route("/actors")
+def page():
+    return send_from_directory(current_app.static_folder, "actors.html")
+
+
+@bp.route("/api/actors", methods=READ_METHODS)
+def actors():
+    tracing.watch(TRACE_SECONDS)
+    chat = current_app.extensions["nane"]
+    rooms = _ask_list(chat.registry, ListRoomActors())
+    sessions = _ask_list(chat.hub, ListSessions())
+    listed = [chat.registry.info(), chat.hub.info()]
+    if chat.kozma is not None:
+        listed.append(chat.kozma.info())
+    for room in rooms:
+        # Every message reaches every connection (SPEC), so a room's receivers
+        # are all the hub's sessions: the room hands each message to the hub.
+        listed.append({**room.info(), "subscribers": len(sessions)})
+    for session in sorted(sessions, key=_session_number):
+        facts = session.info()
+        listed.append({**facts, "outbox": facts["mailbox"]})  # the mailbox is the outbox
+    return json_response(encode_result({
+        "tracing": tracing.on,
+        "trace_seconds": TRACE_SECONDS,
+        "actors": listed,
+    }))
+
+
+def _ask_list(actor, question) -> list:
+    try:
+        return actor.ask(question)
+    except ActorError:
+        return []  # stopping or swamped: show what can still be read
+
+
+def _session_number(session) -> tuple:
+    number = session.name.rpartition(":")[2]
+    return (0, int(number)) if number.isdigit() else (1, session.name)
