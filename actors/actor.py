@@ -51,7 +51,23 @@ class Envelope(NamedTuple):
     reply: AsyncResult | None
 
 
-_STOP = object()  # the sentinel `stop` puts behind all earlier messages
+class _Stop:
+    """The sentinel `stop` puts behind all earlier messages, with the reason `on_stop` gets."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: Any):
+        self.reason = reason
+
+
+class Probe:
+    """Ask any actor `Probe()`: it answers True once every earlier message is handled.
+
+    The runtime answers it, not `receive`, so every actor can be probed for
+    readiness (`/readyz`) without knowing anything about it.
+    """
+
+    __slots__ = ()
 
 
 class Tracing:
@@ -166,8 +182,8 @@ class Actor:
             self.on_start()
             while True:
                 envelope = self._mailbox.get()
-                if envelope is _STOP:
-                    self._finish(reason="stopped")
+                if type(envelope) is _Stop:
+                    self._finish(envelope.reason)
                     return
                 self._handle(envelope)
         except _Killed as killed:
@@ -178,7 +194,7 @@ class Actor:
         if tracing.on:
             self._remember(message)
         try:
-            result = self.receive(message)
+            result = True if type(message) is Probe else self.receive(message)
         except Exception as error:  # one bad message must not take the actor down
             self._failures += 1
             if reply is not None:
@@ -196,7 +212,7 @@ class Actor:
         taken = []
         while not self._mailbox.empty():
             envelope = self._mailbox.peek()
-            if envelope is _STOP or envelope.reply is not None:
+            if type(envelope) is _Stop or envelope.reply is not None:
                 break
             taken.append(self._mailbox.get().message)
         if tracing.on:
@@ -229,7 +245,7 @@ class Actor:
             log.exception("actor=%s on_stop failed", self.name)
         while not self._mailbox.empty():
             envelope = self._mailbox.get()
-            if envelope is not _STOP and envelope.reply is not None:
+            if type(envelope) is not _Stop and envelope.reply is not None:
                 envelope.reply.set_exception(ActorStopped(f"{self.name} stopped"))
 
     def _give_up(self, reason: str) -> None:
@@ -252,6 +268,11 @@ class ActorRef:
     @property
     def alive(self) -> bool:
         return self._actor._running
+
+    @property
+    def mailbox_size(self) -> int:
+        """Messages waiting now (read without a message, for metrics)."""
+        return self._actor._mailbox.qsize()
 
     def tell(self, message: Any) -> None:
         """Deliver `message` and return at once.
@@ -287,15 +308,16 @@ class ActorRef:
             raise MailboxFull(f"{actor.name} has {limit} messages waiting")
         actor._mailbox.put(envelope)
 
-    def stop(self) -> None:
+    def stop(self, reason: Any = "stopped") -> None:
         """Stop after the messages already sent; later ones are refused.
 
-        The stop sentinel goes in even past the mailbox limit.
+        The stop sentinel goes in even past the mailbox limit; `on_stop` gets
+        `reason` (a session closes its websocket with it after its outbox drains).
         """
         actor = self._actor
         if actor._running:
             actor._running = False
-            actor._mailbox.put(_STOP)
+            actor._mailbox.put(_Stop(reason))
 
     def kill(self, reason: Any) -> None:
         """Stop now, even in the middle of a message (e.g. a write that hangs).
@@ -362,6 +384,6 @@ class _Killed(BaseException):
 
 
 __all__ = [
-    "Actor", "ActorRef", "ActorError", "ActorStopped", "MailboxFull", "AskTimeout",
+    "Actor", "ActorRef", "ActorError", "ActorStopped", "MailboxFull", "AskTimeout", "Probe",
     "DEFAULT_ASK_TIMEOUT", "Tracing", "tracing", "describe",
 ]

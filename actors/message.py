@@ -16,13 +16,22 @@ from datetime import datetime, timezone
 PONG = b'{"pong":true}'
 
 
-class BadFrame(ValueError):
-    """A client frame we drop; `reason` is what the `?v=2` error frame says."""
+# Why a frame is dropped, as a short label (the `reason` of nane_messages_dropped_total).
+DROP_REASONS = ("invalid_json", "too_deep", "number_too_large", "not_object", "wrong_type",
+                "missing_field", "invalid_unicode", "empty", "busy")
 
-    def __init__(self, reason: str, id: str | None = None):
+
+class BadFrame(ValueError):
+    """A client frame we drop; `reason` is what the `?v=2` error frame says.
+
+    `kind` is one of `DROP_REASONS` (or a label the transport layer adds), for metrics.
+    """
+
+    def __init__(self, reason: str, id: str | None = None, kind: str = "invalid_json"):
         super().__init__(reason)
         self.reason = reason
         self.id = id
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,28 +64,46 @@ def parse_frame(raw: str | bytes, limits: Limits) -> Ping | Draft:
     """
     try:
         frame = json.loads(raw)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise BadFrame("JSON nested too deeply", kind="too_deep") from None
+    except json.JSONDecodeError:
         raise BadFrame("invalid JSON") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise BadFrame("a number in the JSON is too large", kind="number_too_large") from None
     if not isinstance(frame, dict):
-        raise BadFrame("a message must be a JSON object")
+        raise BadFrame("a message must be a JSON object", kind="not_object")
     id = frame.get("id")
     if id is not None and not isinstance(id, str):
-        raise BadFrame("id must be a string")
+        raise BadFrame("id must be a string", kind="wrong_type")
+    if id and not _encodable(id):
+        raise BadFrame("id is not valid Unicode (a lone surrogate)", kind="invalid_unicode")
     id = id or None
     if frame.get("ping") is True and "text" not in frame:
         return Ping()
     room, text = frame.get("room"), frame.get("text")
     if room is None or text is None:
-        raise BadFrame("room and text are required", id)
+        raise BadFrame("room and text are required", id, "missing_field")
     if not isinstance(room, str) or not isinstance(text, str):
-        raise BadFrame("room and text must be strings", id)
+        raise BadFrame("room and text must be strings", id, "wrong_type")
     room = room.strip()[: limits.max_room_title_length]
     text = text.strip()[: limits.max_message_length]
     if not room:
-        raise BadFrame("room is empty", id)
+        raise BadFrame("room is empty", id, "empty")
     if not text:
-        raise BadFrame("text is empty", id)
+        raise BadFrame("text is empty", id, "empty")
+    if not (_encodable(room) and _encodable(text)):
+        raise BadFrame("room or text is not valid Unicode (a lone surrogate)", id,
+                       "invalid_unicode")
     return Draft(room=room, text=text, id=id)
+
+
+def _encodable(value: str) -> bool:
+    """JSON may escape a lone UTF-16 surrogate (`"\\ud800"`); UTF-8 cannot carry one."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def error_frame(problem: BadFrame | str, id: str | None = None) -> bytes:

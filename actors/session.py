@@ -5,6 +5,11 @@ it and return at once, and only this actor's greenlet waits on the socket, so
 a slow reader delays nobody but itself. The mailbox is bounded: a client that
 stops reading fills it and is cut off (see `hub.HubActor`).
 
+The session also keeps the connection alive: on the hub's `KeepAlive` ticks it
+sends a websocket protocol ping every `ping_interval` seconds, and closes a
+peer that has not answered within `ping_timeout` (a client that vanished
+without closing, behind a NAT or a dead network, sends no FIN: only this finds it).
+
 The session knows "write these frames" and "close with this code", not what a
 socket or websocket library is: the transport it is given does that.
 """
@@ -12,6 +17,7 @@ socket or websocket library is: the transport it is given does that.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +32,12 @@ class Transport(Protocol):
     def send(self, frames: list[bytes]) -> None:
         """Write JSON text frames, in order; raises OSError when the peer is gone."""
 
+    def ping(self) -> None:
+        """Send a websocket protocol ping; raises OSError when the peer is gone."""
+
+    def answered(self) -> bool:
+        """Has the peer sent anything (a pong, a frame) since the last `ping`?"""
+
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (bounded in time) and drop the connection."""
 
@@ -38,8 +50,14 @@ class Disconnect:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """The hub's periodic tick: ping the peer when due, close it if it never answered (tell)."""
+
+
 SLOW_CONSUMER = Disconnect(1008, "slow consumer")
 GOING_AWAY = Disconnect(1001, "server shutting down")
+PING_TIMEOUT = Disconnect(1011, "ping timeout")
 
 
 class SessionActor(Actor):
@@ -49,32 +67,80 @@ class SessionActor(Actor):
         transport: the connection's writing side.
         username: who is connected (for logs and the actor view).
         max_outbox: frames that may wait before the client counts as too slow.
+        ping_interval: seconds between protocol pings.
+        ping_timeout: seconds a ping may go unanswered before the peer counts as gone.
     """
 
     kind = "session"
 
-    def __init__(self, name: str, transport: Transport, username: str, max_outbox: int):
+    def __init__(self, name: str, transport: Transport, username: str, max_outbox: int,
+                 ping_interval: float = 25.0, ping_timeout: float = 20.0):
         super().__init__(name, mailbox_limit=max_outbox)
         self.username = username
         self._transport = transport
         self._broken = False
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._next_ping = time.monotonic() + ping_interval
+        self._awaiting_pong_since: float | None = None
+        self.closed_with: Disconnect | None = None  # why the server cut it off, if it did
         self.sent = 0
 
-    def receive(self, frame: bytes) -> None:
+    def receive(self, message) -> None:
+        if type(message) is KeepAlive:
+            self._keep_alive()
+            return
+        frames, tick = [message], False
+        for queued in self._pending():
+            if type(queued) is KeepAlive:
+                tick = True
+            else:
+                frames.append(queued)
+        if not self._broken:
+            try:
+                self._transport.send(frames)
+            except Exception as error:  # the peer is gone; the reader side will notice too
+                self._broken = True
+                log.info("event=write_failed session=%s error=%r", self.name, error)
+                self._transport.close(1006, "write failed")
+            else:
+                self.sent += len(frames)
+        if tick:
+            self._keep_alive()
+
+    def _keep_alive(self) -> None:
         if self._broken:
             return
-        frames = [frame, *self._pending()]
-        try:
-            self._transport.send(frames)
-        except Exception as error:  # the peer is gone; the reader side will notice too
-            self._broken = True
-            log.info("event=write_failed session=%s error=%r", self.name, error)
-            self._transport.close(1006, "write failed")
-        else:
-            self.sent += len(frames)
+        now = time.monotonic()
+        if self._awaiting_pong_since is not None:
+            if self._transport.answered():
+                self._awaiting_pong_since = None
+            elif now - self._awaiting_pong_since >= self._ping_timeout:
+                self._cut_off(PING_TIMEOUT)
+                return
+        if self._awaiting_pong_since is None and now >= self._next_ping:
+            try:
+                self._transport.ping()
+            except Exception as error:
+                self._broken = True
+                log.info("event=write_failed session=%s error=%r", self.name, error)
+                self._transport.close(1006, "write failed")
+                return
+            self._awaiting_pong_since = now
+            self._next_ping = now + self._ping_interval
+
+    def _cut_off(self, reason: Disconnect) -> None:
+        """Close the socket now; the reader sees the end and stops this session."""
+        self._broken = True
+        self.closed_with = reason
+        log.info("event=disconnect session=%s code=%d reason=%r",
+                 self.name, reason.code, reason.reason)
+        self._transport.close(reason.code, reason.reason)
 
     def on_stop(self, reason) -> None:
         if isinstance(reason, Disconnect):
+            if self.closed_with is None:
+                self.closed_with = reason
             log.info("event=disconnect session=%s code=%d reason=%r",
                      self.name, reason.code, reason.reason)
             self._transport.close(reason.code, reason.reason)
@@ -82,4 +148,4 @@ class SessionActor(Actor):
             self._transport.close(1000, "")
 
     def info(self) -> dict:
-        return {"username": self.username, "sent": self.sent}
+        return {"username": self.username, "sent": self.sent, "closed_with": self.closed_with}

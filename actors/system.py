@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from actors.actor import ActorRef
 from actors.hub import HubActor
@@ -26,10 +27,16 @@ class Chat:
 
 
 def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
-               kozma_first_delay: float = 5.0, kozma_max_pause: float = 60.0) -> Chat:
-    """Start the hub, the registry and (optionally) the bot under one supervisor."""
+               kozma_first_delay: float = 5.0, kozma_max_pause: float = 60.0,
+               keepalive_tick: float | None = None,
+               observe_fan_out: Callable[[float], None] | None = None) -> Chat:
+    """Start the hub, the registry and (optionally) the bot under one supervisor.
+
+    `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
+    their peers on them); `observe_fan_out` receives each message's fan-out time.
+    """
     supervisor = Supervisor("chat")
-    hub = HubActor().start(supervisor)
+    hub = HubActor(keepalive_tick, observe_fan_out).start(supervisor)
     registry = RegistryActor(hub, max_rooms, max_messages_in_room).start(supervisor)
     bot = None
     if kozma:
