@@ -9,8 +9,9 @@ from werkzeug.exceptions import HTTPException
 
 from actors.actor import ActorError
 from actors.system import start_chat
-from app import actor_view, api, ws
+from app import actor_view, api, ops, ws
 from app.config import Config
+from app.metrics import Metrics
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -20,14 +21,21 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["NANE"] = config
     app.config["NANE_STARTED_NS"] = time.monotonic_ns()
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": config.max_frame_bytes}
+    metrics = app.extensions["nane_metrics"] = Metrics()
+    connections = app.extensions["nane_connections"] = ops.Connections(config.max_connections)
     app.extensions["nane"] = start_chat(
         max_rooms=config.max_rooms, max_messages_in_room=config.max_messages_in_room,
         kozma=config.kozma, kozma_first_delay=config.kozma_first_delay,
-        kozma_max_pause=config.kozma_max_pause)
+        kozma_max_pause=config.kozma_max_pause,
+        keepalive_tick=max(0.25, min(config.ping_interval_seconds,
+                                     config.ping_timeout_seconds) / 4),
+        observe_fan_out=metrics.fan_out.observe)
+    metrics.watch(app.extensions["nane"], connections)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
     app.register_blueprint(actor_view.bp)
+    app.register_blueprint(ops.bp)
     app.after_request(api.add_cors)
     app.register_error_handler(HTTPException, api.api_error)
     app.register_error_handler(ActorError, api.server_error)

@@ -9,10 +9,12 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
+from gevent.event import Event  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app import logs  # noqa: E402
 from app.config import ConfigError, load  # noqa: E402
+from app.ops import stop_gracefully  # noqa: E402
 from app.server import make_server  # noqa: E402
 
 log = logging.getLogger("nane")
@@ -27,11 +29,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(config)
     server = make_server(app, config.host, config.port)
-    gevent.signal_handler(signal.SIGTERM, server.stop)
-    gevent.signal_handler(signal.SIGINT, server.stop)
+    stopped = Event()
+
+    def stop(signum: int) -> None:
+        if stopped.is_set() or app.extensions["nane_connections"].stopping:
+            return
+        log.info("event=signal signal=%s", signal.Signals(signum).name)
+        stop_gracefully(app, stop_accepting=server.close, grace=config.shutdown_grace_seconds)
+        server.stop(timeout=0.5)
+        stopped.set()
+
+    gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+    gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
     server.start()
     log.info("event=listening addr=%s:%d kozma=%s", config.host, server.server_port, config.kozma)
-    server.serve_forever()
+    stopped.wait()
     log.info("event=stopped")
     return 0
 

@@ -29,6 +29,14 @@ class Config:
     max_frame_bytes: int = 65536
     max_outbox_messages: int = 4096
     max_rooms: int = 10000
+    max_connections: int = 10000
+    max_messages_per_second: int = 20
+    max_flood_seconds: int = 5
+    ping_interval_seconds: int = 25
+    ping_timeout_seconds: int = 20
+    http_idle_timeout_seconds: int = 75
+    shutdown_grace_seconds: int = 10
+    debug: bool = False
 
     @property
     def host(self) -> str:
@@ -39,8 +47,9 @@ class Config:
         return int(self.addr.rpartition(":")[2])
 
     def limits(self) -> dict[str, int]:
-        """The integer limits, by their `/api/settings` key."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith("max_")}
+        """The integer limits, by their `/api/settings` key: every `max_*` and `*_seconds`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.type == "int" and (f.name.startswith("max_") or f.name.endswith("_seconds"))}
 
 
 HELP = {
@@ -55,6 +64,17 @@ HELP = {
     "max_frame_bytes": "a bigger websocket message closes the connection with 1009",
     "max_outbox_messages": "frames waiting for a client before it is cut off as too slow",
     "max_rooms": "rooms kept at once; the least recently active is forgotten first",
+    "max_connections": "open websockets at once; more are refused with 503 (or closed with 1013)",
+    "max_messages_per_second": "frames a connection may send per second on average (bursts of "
+                               "five seconds' worth); more are dropped",
+    "max_flood_seconds": "seconds in a row a connection may exceed max_messages_per_second "
+                         "before it is closed with 1008",
+    "ping_interval_seconds": "a websocket protocol ping goes to every client this often",
+    "ping_timeout_seconds": "a client that has not answered a ping within this is closed (1011)",
+    "http_idle_timeout_seconds": "a connection that has not sent a complete HTTP request head "
+                                 "within this (since it opened or since its last answer) is dropped",
+    "shutdown_grace_seconds": "on SIGTERM: close every websocket with 1001 and exit within this",
+    "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
 }
 
 

@@ -33,6 +33,9 @@ class Binary(bytes):
     """A binary message: not part of the protocol, dropped like other bad input."""
 
 
+PING_FRAME = Header.encode_header(True, OP_PING, b"", 0, 0)
+
+
 def text_frame(payload: bytes) -> bytes:
     """An unmasked server-to-client text frame."""
     return Header.encode_header(True, OP_TEXT, b"", len(payload), 0) + payload
@@ -49,19 +52,26 @@ class GeventWebSocketTransport:
         self._socket = websocket.handler.socket
         self._max = max_message_bytes
         self._write_lock = Semaphore()
+        self._heard = True
         self.closed = False
+        self.error_code: int | None = None  # the close code when the client broke the protocol
 
     def receive(self) -> str | Binary | None:
         """The next message, or None once the connection is closed."""
         try:
             return self._read_message()
+        except UnicodeDecodeError:
+            self._fail(1007, "invalid UTF-8")
+            return None
         except (OSError, ValueError, TypeError, AttributeError, struct.error):
             # a dead peer, a protocol error or a socket closed under us
-            self.close(1002, "protocol error")
+            self._fail(1002, "protocol error")
             return None
-        except UnicodeDecodeError:
-            self.close(1007, "invalid UTF-8")
-            return None
+
+    def _fail(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.error_code = code
+        self.close(code, reason)
 
     def _read_message(self) -> str | Binary | None:
         opcode, parts, size = None, [], 0
@@ -69,10 +79,11 @@ class GeventWebSocketTransport:
             header = Header.decode_header(self._stream)
             if header is None or header.flags:
                 raise ValueError("bad frame header")
+            self._heard = True
             if header.opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
                 size += header.length
                 if size > self._max:
-                    self.close(1009, f"message larger than {self._max} bytes")
+                    self._fail(1009, f"message larger than {self._max} bytes")
                     return None
             payload = self._read(header.length) if header.length else b""
             if len(payload) != header.length:
@@ -107,6 +118,13 @@ class GeventWebSocketTransport:
     def send(self, frames: list[bytes]) -> None:
         """Write JSON text frames in one system call."""
         self._send_raw(b"".join([text_frame(f) for f in frames]))
+
+    def ping(self) -> None:
+        self._heard = False
+        self._send_raw(PING_FRAME)
+
+    def answered(self) -> bool:
+        return self._heard
 
     def _send_raw(self, data: bytes) -> None:
         with self._write_lock:
@@ -143,7 +161,9 @@ class SimpleWebSocketTransport:
     def __init__(self, websocket):
         self._ws = websocket
         self._write_lock = Semaphore()
+        self._heard = True
         self.closed = False
+        self.error_code: int | None = None  # simple-websocket does not tell us why it closed
 
     def receive(self) -> str | Binary | None:
         from simple_websocket import ConnectionClosed
@@ -155,7 +175,21 @@ class SimpleWebSocketTransport:
         if data is None:
             self.closed = True
             return None
+        self._heard = True
         return Binary(data) if isinstance(data, (bytes, bytearray)) else data
+
+    def ping(self) -> None:
+        from wsproto.events import Ping
+
+        if self.closed or not self._ws.connected:
+            raise OSError("connection closed")
+        with self._write_lock:
+            self._heard = False
+            self._ws.pong_received = False  # simple-websocket sets it again on a pong
+            self._ws.sock.sendall(self._ws.ws.send(Ping()))
+
+    def answered(self) -> bool:
+        return self._heard or self._ws.pong_received
 
     def send(self, frames: list[bytes]) -> None:
         from wsproto.events import TextMessage

@@ -1,0 +1,118 @@
+"""Prometheus metrics: what `/metrics` shows, and the cheap counters the hot path bumps.
+
+Per message the hot path does a counter increment or two and, once per
+message (not per receiver), one histogram observation; everything that needs
+a walk (rooms, outbox depths) is read from the actors only when Prometheus
+scrapes, through `ActorRef.info()`, which sends no message.
+
+Each app has its own registry (tests build several apps in one process).
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogram,
+                               PlatformCollector, ProcessCollector)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from actors.message import DROP_REASONS
+from actors.session import GOING_AWAY, PING_TIMEOUT, SLOW_CONSUMER, Disconnect
+
+prometheus_client.disable_created_metrics()
+
+FLOOD = Disconnect(1008, "too many messages")
+DISCONNECT_REASONS = {SLOW_CONSUMER: "slow_consumer", FLOOD: "flood", PING_TIMEOUT: "ping_timeout",
+                      GOING_AWAY: "shutdown"}
+CLOSE_CODE_REASONS = {1009: "too_large", 1007: "invalid_utf8", 1002: "protocol_error"}
+ALL_DISCONNECT_REASONS = [*DISCONNECT_REASONS.values(), *CLOSE_CODE_REASONS.values(), "client"]
+REFUSAL_REASONS = ["full", "shutting_down"]
+DROPPED_BEFORE_PARSING = ["rate_limited", "binary"]
+
+FAN_OUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The series of one app, and the collector that reads its actors at scrape time."""
+
+    def __init__(self):
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.connections = Counter(
+            "nane_connections", "Websocket connections accepted", registry=registry)
+        self.refused = Counter(
+            "nane_connections_refused", "Websocket connections refused before they opened",
+            ["reason"], registry=registry)
+        self.disconnects = Counter(
+            "nane_disconnects", "Websocket connections ended, by why", ["reason"],
+            registry=registry)
+        self.received = Counter(
+            "nane_messages_received", "Data frames received from clients (before any check)",
+            registry=registry)
+        self.dropped = Counter(
+            "nane_messages_dropped", "Client frames not accepted as messages, by why",
+            ["reason"], registry=registry)
+        self.http_timeouts = Counter(
+            "nane_http_request_timeouts", "Connections dropped for not finishing a request head "
+            "within http_idle_timeout_seconds (embedded server and the websocket worker)",
+            registry=registry)
+        self.fan_out = Histogram(
+            "nane_fan_out_seconds", "From a room handing a message to the hub until every "
+            "outbox has it", buckets=FAN_OUT_BUCKETS, registry=registry)
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason)
+        for reason in ALL_DISCONNECT_REASONS:
+            self.disconnects.labels(reason)
+        for reason in [*DROP_REASONS, *DROPPED_BEFORE_PARSING]:
+            self.dropped.labels(reason)
+
+    def watch(self, chat, connections) -> None:
+        """Start reporting the actors of `chat` and the open `connections`."""
+        self.registry.register(_ChatCollector(chat, connections))
+
+    def disconnected(self, reason: Disconnect | None, close_code: int | None) -> None:
+        if reason is not None:
+            label = DISCONNECT_REASONS.get(reason, "client")
+        else:
+            label = CLOSE_CODE_REASONS.get(close_code, "client")
+        self.disconnects.labels(label).inc()
+
+
+class _ChatCollector:
+    """Gauges and totals kept by the actors themselves, read when scraped."""
+
+    def __init__(self, chat, connections):
+        self._chat = chat
+        self._connections = connections
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        hub = self._chat.hub.info()
+        registry = self._chat.registry.info()
+        yield GaugeMetricFamily("nane_open_connections", "Websocket connections open now",
+                                value=self._connections.open)
+        yield GaugeMetricFamily("nane_sessions", "Sessions the hub delivers to now",
+                                value=hub["sessions"])
+        yield GaugeMetricFamily("nane_rooms", "Rooms that exist now", value=registry["rooms"])
+        yield CounterMetricFamily("nane_rooms_forgotten", "Rooms forgotten to stay within "
+                                  "max_rooms (least recently active first)",
+                                  value=registry.get("forgotten", 0))
+        yield CounterMetricFamily("nane_messages_delivered", "Frames handed to connections' "
+                                  "outboxes (one per receiver)", value=hub["delivered"])
+        yield CounterMetricFamily("nane_slow_consumer_disconnects", "Connections cut off "
+                                  "because their outbox was full", value=hub["slow_consumers"])
+        mailbox = GaugeMetricFamily("nane_mailbox_messages", "Messages waiting in an actor's "
+                                    "mailbox", labels=["actor"])
+        mailbox.add_metric(["hub"], hub["mailbox"])
+        mailbox.add_metric(["registry"], registry["mailbox"])
+        if self._chat.kozma is not None:
+            mailbox.add_metric(["kozma"], self._chat.kozma.mailbox_size)
+        yield mailbox
+        yield GaugeMetricFamily("nane_outbox_messages_max", "The fullest session outbox now",
+                                value=hub["outbox_max"])
+        yield GaugeMetricFamily("nane_outbox_messages", "Frames waiting in all session "
+                                "outboxes now", value=hub["outbox_total"])

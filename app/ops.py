@@ -1,0 +1,178 @@
+"""Operations: the connection limit, graceful stop, health, readiness, metrics and debug views.
+
+`Connections` counts open websockets and says no past `max_connections` or
+once a stop has begun. `stop_gracefully` is the one shutdown sequence every
+run mode uses (`python -m app` and both gunicorn workers, see gunicorn.conf.py):
+
+1. refuse new websockets and stop accepting connections;
+2. every session writes what is already in its outbox, then closes with 1001;
+3. a session still writing when half the grace period is gone is cut off
+   (its 1001 close frame is still tried, for at most a second);
+4. wait for the connections to end, and leave a second for the server to exit.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from typing import Callable
+
+import greenlet
+from flask import Blueprint, Flask, Response, current_app
+from gevent.event import Event
+
+from actors.actor import ActorError, Probe
+from actors.hub import DrainAll
+from actors.message import encode_error, encode_result
+from actors.session import GOING_AWAY
+
+log = logging.getLogger("nane.ops")
+
+SLOT = "nane.connection_slot"  # the environ key that marks a request holding a websocket slot
+JSON = "application/json; charset=utf-8"
+
+bp = Blueprint("ops", __name__)
+
+
+class Connections:
+    """Open websocket connections, bounded by `max_connections`.
+
+    A slot is taken before the upgrade (so a full server can still answer 503)
+    and given back when the request ends, whichever code path ends it: both
+    are keyed on the request's WSGI environ, so taking and giving back are
+    idempotent.
+    """
+
+    FULL = "server full, try again later"
+    STOPPING = "server shutting down"
+
+    def __init__(self, max_connections: int):
+        self.max = max_connections
+        self.open = 0
+        self.stopping = False
+        self.idle = Event()
+        self.idle.set()
+
+    def acquire(self, environ: dict) -> str | None:
+        """Take a slot for this request: None when taken (or already held), else why not."""
+        if environ.get(SLOT):
+            return None
+        if self.stopping:
+            return self.STOPPING
+        if self.open >= self.max:
+            return self.FULL
+        self.open += 1
+        environ[SLOT] = True
+        self.idle.clear()
+        return None
+
+    def release(self, environ: dict) -> None:
+        if environ.pop(SLOT, False):
+            self.open -= 1
+            if self.open <= 0:
+                self.idle.set()
+
+
+def connections_of(app) -> Connections | None:
+    """The `Connections` of a WSGI app, if it is ours (the server handler asks this)."""
+    extensions = getattr(app, "extensions", None)
+    return extensions.get("nane_connections") if extensions else None
+
+
+def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float) -> None:
+    """Close every websocket with 1001 after its outbox drains; return within `grace` - 1 s."""
+    started = time.monotonic()
+    connections: Connections = app.extensions["nane_connections"]
+    if connections.stopping:
+        return
+    connections.stopping = True
+    chat = app.extensions["nane"]
+    deadline = started + max(grace - 1.0, 0.5)
+    drain_until = started + max(grace / 2 - 1.0, 0.25)
+    log.info("event=shutdown_begin connections=%d grace=%ss", connections.open, grace)
+    try:
+        stop_accepting()
+    except Exception:
+        log.exception("event=stop_accepting_failed")
+    sessions = []
+    try:
+        sessions = chat.hub.ask(DrainAll(GOING_AWAY), timeout=max(drain_until - time.monotonic(), 0.1))
+    except ActorError as error:
+        log.warning("event=drain_failed error=%r", error)
+    cut_off = 0
+    for session in sessions:
+        if not session.join(timeout=max(drain_until - time.monotonic(), 0)):
+            session.kill(GOING_AWAY)
+            cut_off += 1
+    connections.idle.wait(timeout=max(deadline - time.monotonic(), 0))
+    chat.stop()
+    log.info("event=shutdown_done sessions=%d cut_off=%d still_open=%d seconds=%.3f",
+             len(sessions), cut_off, connections.open, time.monotonic() - started)
+
+
+# -- health --------------------------------------------------------------------
+
+def _json(value, status: int = 200) -> Response:
+    body = encode_result(value) if status < 400 else encode_error(value)
+    return Response(body, status=status, content_type=JSON)
+
+
+@bp.route("/healthz", methods=["GET", "HEAD"])
+def healthz():
+    """The process serves HTTP."""
+    return _json({"status": "ok"})
+
+
+@bp.route("/readyz", methods=["GET", "HEAD"])
+def readyz():
+    """The actors answer (and every check others registered, e.g. Redis): ready for traffic."""
+    if current_app.extensions["nane_connections"].stopping:
+        return _json("not ready: shutting down", 503)
+    chat = current_app.extensions["nane"]
+    checks = {"registry": lambda: chat.registry.ask(Probe(), timeout=1.0),
+              "hub": lambda: chat.hub.ask(Probe(), timeout=1.0),
+              **current_app.extensions.get("nane_ready_checks", {})}
+    failed = []
+    for name, check in checks.items():
+        try:
+            check()
+        except (ActorError, OSError, Exception) as error:  # a check that raises is a failed check
+            failed.append(f"{name}: {type(error).__name__}")
+    if failed:
+        return _json("not ready: " + "; ".join(failed), 503)
+    return _json({"status": "ready", "checks": sorted(checks)})
+
+
+@bp.route("/metrics", methods=["GET", "HEAD"])
+def metrics():
+    """Prometheus text format (see app/metrics.py for what each series means)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(current_app.extensions["nane_metrics"].registry),
+                    content_type=CONTENT_TYPE_LATEST)
+
+
+@bp.route("/debug/stats", methods=["GET"])
+def debug_stats():
+    """Leak hunting (tests, soak runs): counts that cost a heap walk, so off unless `debug`."""
+    if not current_app.config["NANE"].debug:
+        return _json("not found", 404)
+    gc.collect()
+    greenlets = sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
+    chat = current_app.extensions["nane"]
+    return _json({"greenlets": greenlets,
+                  "connections": current_app.extensions["nane_connections"].open,
+                  "sessions": chat.hub.info()["sessions"],
+                  "rooms": chat.registry.info()["rooms"],
+                  "rss_bytes": _rss_bytes()})
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            import os
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
