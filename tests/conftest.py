@@ -166,3 +166,16 @@ def expect_silence(ws, seconds: float = 0.3) -> None:
     except websocket.WebSocketTimeoutException:
         return
     raise AssertionError(f"unexpected frame {frame!r}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures the operations tests measured (connections, messages, bad inputs, losses)."""
+    from tests.ops_helpers import FIGURES
+
+    if not FIGURES:
+        return
+    terminalreporter.section("nane operations figures")
+    for test, values in FIGURES.items():
+        shown = ", ".join(f"{key}={value:,}" if isinstance(value, int) else f"{key}={value}"
+                          for key, value in values.items())
+        terminalreporter.write_line(f"{test}: {shown}")

@@ -1,0 +1,108 @@
+"""Helpers for the operations tests: metrics scraping, raw sockets, and the figures report.
+
+`FIGURES` collects what the ops tests measured; the terminal-summary hook in
+conftest.py prints it at the end of the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+import time
+from collections import defaultdict
+
+from prometheus_client.parser import text_string_to_metric_families
+
+FIGURES: dict[str, dict[str, object]] = defaultdict(dict)
+
+
+def figure(test: str, **values) -> None:
+    """Record figures of one test for the end-of-run report."""
+    FIGURES[test].update(values)
+
+
+def scrape(server) -> dict[tuple, float]:
+    """Every sample of /metrics, keyed by (name, sorted label items)."""
+    status, _, body = server.request("/metrics")
+    assert status == 200, body
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(server, name: str, **labels) -> float:
+    return scrape(server).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
+    """Poll `condition` (an observable state of another process) until it is truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def raw_upgrade(port: int, username: str = "raw", timeout: float = 5.0) -> socket.socket:
+    """A websocket handshake by hand: a client that then does exactly what the test says."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws?username={username} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                  f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed during handshake"
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A masked client frame (zero mask, so the payload goes as it is)."""
+    first = (0x80 if fin else 0) | opcode
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, 0x80 | length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, length)
+    return header + bytes(4) + payload
+
+
+def read_frames_until_end(sock: socket.socket, timeout: float) -> tuple[list[int], int | None]:
+    """Read server frames until the connection ends: (opcodes seen, close code or None)."""
+    sock.settimeout(timeout)
+    buffer, opcodes, code = b"", [], None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        while len(buffer) >= 2:
+            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+            start = 2
+            if length == 126:
+                length, start = struct.unpack("!H", buffer[2:4])[0], 4
+            elif length == 127:
+                length, start = struct.unpack("!Q", buffer[2:10])[0], 10
+            if len(buffer) < start + length:
+                break
+            payload, buffer = buffer[start:start + length], buffer[start + length:]
+            opcodes.append(opcode)
+            if opcode == 0x8 and len(payload) >= 2:
+                code = struct.unpack("!H", payload[:2])[0]
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            return opcodes, code
+        if not chunk:
+            return opcodes, code
+        buffer += chunk
+    raise AssertionError(f"the connection did not end within {timeout}s (frames {opcodes})")

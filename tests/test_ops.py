@@ -1,0 +1,287 @@
+"""Operations against real server processes: graceful stop, keep-alive, limits, health, metrics.
+
+Every run mode where the behaviour depends on the mode (the transports and the
+servers differ: embedded pywsgi, gunicorn's GeventWebSocketWorker, gunicorn's
+gevent worker with simple-websocket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import websocket
+import websockets
+
+from tests.conftest import receive, receive_close, send
+from tests.ops_helpers import (client_frame, figure, metric, raw_upgrade, read_frames_until_end,
+                               scrape, wait_for)
+
+ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
+
+
+# -- graceful stop -------------------------------------------------------------
+
+CLIENTS_UNDER_LOAD = 40
+
+
+async def _load_then_sigterm(server, grace: float) -> dict:
+    """CLIENTS_UNDER_LOAD clients send and receive until SIGTERM; what each saw, and timings."""
+    seen: dict[int, list[str]] = {}
+    codes: dict[int, int | None] = {}
+    sent = [0]
+    flowing, go = asyncio.Event(), asyncio.Event()
+    connected = []
+
+    async def client(n: int):
+        async with websockets.connect(f"{server.ws_base}/ws?username=load{n}", max_queue=None,
+                                      open_timeout=20, ping_interval=None) as ws:
+            got = seen.setdefault(n, [])
+            connected.append(n)
+            if len(connected) == CLIENTS_UNDER_LOAD:
+                go.set()
+            await asyncio.wait_for(go.wait(), 30)
+
+            async def sender():
+                i = 0
+                while True:
+                    await ws.send(json.dumps({"room": f"r{n % 5}", "text": f"{n}:{i}"}))
+                    sent[0] += 1
+                    i += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(sender())
+            try:
+                while True:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                    got.append(message["text"])
+                    if len(got) >= 200:
+                        flowing.set()
+            except websockets.ConnectionClosed as closed:
+                codes[n] = closed.rcvd.code if closed.rcvd else None
+            finally:
+                task.cancel()
+
+    tasks = [asyncio.create_task(client(n)) for n in range(CLIENTS_UNDER_LOAD)]
+    await asyncio.wait_for(flowing.wait(), 30)
+    signalled = time.monotonic()
+    os.killpg(server.process.pid, signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*tasks), grace + 5)
+    all_closed = time.monotonic() - signalled
+    exit_code = await asyncio.to_thread(server.process.wait, grace + 5)
+    return {"seen": seen, "codes": codes, "closed_after": all_closed,
+            "exited_after": time.monotonic() - signalled, "exit_code": exit_code, "sent": sent[0]}
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_sigterm_under_load_every_client_gets_1001_and_the_process_exits_0_in_time(
+        start_server, mode):
+    grace = 6
+    server = start_server(mode, shutdown_grace_seconds=grace, max_messages_per_second=1000)
+    result = asyncio.run(_load_then_sigterm(server, grace))
+    assert result["codes"] == {n: 1001 for n in range(CLIENTS_UNDER_LOAD)}
+    assert result["exit_code"] == 0, server.log()
+    assert result["exited_after"] < grace, result["exited_after"]
+    # Outboxes drained before the close: every client saw the very same messages, in one order.
+    sequences = list(result["seen"].values())
+    longest = max(sequences, key=len)
+    assert all(sequence == longest for sequence in sequences)
+    figure(f"sigterm[{mode}]", clients=CLIENTS_UNDER_LOAD, frames_sent=result["sent"],
+           delivered_to_each=len(longest),
+           lost=sum(len(longest) - len(sequence) for sequence in sequences),
+           all_closed_s=round(result["closed_after"], 3),
+           exited_s=round(result["exited_after"], 3), grace_s=grace)
+
+
+def test_sigterm_with_no_clients_exits_0_at_once(start_server):
+    server = start_server(shutdown_grace_seconds=10)
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 2
+
+
+# -- keep-alive: pings, dead peers, idle HTTP ---------------------------------
+
+@pytest.mark.parametrize("mode", ["embedded", "gunicorn-gevent"])
+def test_a_vanished_client_is_found_by_the_pinger_and_a_quiet_one_is_kept(start_server, mode):
+    server = start_server(mode, ping_interval_seconds=1, ping_timeout_seconds=1)
+    quiet = server.connect("quiet")  # answers pings (websocket-client does, inside recv)
+    pings, listening = [], threading.Event()
+    listening.set()
+
+    def listen():  # a quiet but healthy client: reads (and so answers pings), sends nothing
+        quiet.settimeout(0.2)
+        while listening.is_set():
+            try:
+                opcode, _ = quiet.recv_data(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                continue
+            if opcode == websocket.ABNF.OPCODE_PING:
+                pings.append(time.monotonic())
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    vanished = raw_upgrade(server.port, "vanished")  # never reads, never answers: no FIN either
+    started = time.monotonic()
+    wait_for(lambda: metric(server, "nane_disconnects_total", reason="ping_timeout") >= 1,
+             timeout=8, what="the ping timeout")
+    detected = time.monotonic() - started
+    opcodes, code = read_frames_until_end(vanished, timeout=5)
+    assert 0x9 in opcodes and code == 1011  # it was pinged, then closed: ping timeout
+    wait_for(lambda: len(pings) >= 3, timeout=6, what="three pings to the quiet client")
+    listening.clear()
+    listener.join(5)
+    send(quiet, room="r", text="still here")
+    assert receive(quiet)["text"] == "still here"
+    assert metric(server, "nane_disconnects_total", reason="ping_timeout") == 1
+    assert metric(server, "nane_open_connections") == 1
+    figure(f"vanished_client[{mode}]", detected_s=round(detected, 2), ping_interval_s=1,
+           ping_timeout_s=1, quiet_client_pings_answered=len(pings))
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_a_connection_that_never_finishes_its_request_is_dropped(start_server, mode):
+    server = start_server(mode, http_idle_timeout_seconds=1)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    trickle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    trickle.sendall(b"GET /api/rooms HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    started = time.monotonic()
+    for sock in (silent, trickle):
+        sock.settimeout(5)
+        try:
+            assert sock.recv(4096) == b""
+        except ConnectionResetError:
+            pass
+    assert time.monotonic() - started < 4
+    assert server.get("/api/rooms")["result"] == []  # and the server serves others as before
+
+
+# -- abuse limits ----------------------------------------------------------------
+
+def test_a_flood_is_dropped_with_an_error_frame_then_closed_1008(server_with_flood_limits):
+    server = server_with_flood_limits
+    bystander = server.connect("bystander")
+    flooder = server.connect("flooder", query="v=2")
+    burst = 5 * 5  # five seconds' worth of 5 per second
+    for i in range(burst):
+        send(flooder, room="r", text=f"ok {i}", id=f"m{i}")
+    for i in range(burst):
+        assert receive(flooder)["id"] == f"m{i}"
+    send(flooder, room="r", text="one too many", id="over")
+    assert receive(flooder) == {"error": "too many messages: at most 5 per second", "id": "over"}
+    # keep flooding: after max_flood_seconds (1) of drops in a row the server closes 1008
+    flooder.settimeout(0.05)
+    started, code, sent = time.monotonic(), None, burst + 1
+    while time.monotonic() - started < 6 and code is None:
+        try:
+            send(flooder, room="r", text="flood")
+            sent += 1
+            opcode, data = flooder.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big")
+        except websocket.WebSocketTimeoutException:
+            pass
+        except (websocket.WebSocketConnectionClosedException, BrokenPipeError,
+                ConnectionResetError):
+            break
+    assert code == 1008
+    send(bystander, room="r", text="unharmed")
+    texts = []
+    while not texts or texts[-1] != "unharmed":
+        texts.append(receive(bystander)["text"])
+    dropped = metric(server, "nane_messages_dropped_total", reason="rate_limited")
+    assert dropped >= 1 and metric(server, "nane_disconnects_total", reason="flood") == 1
+    figure("flood", frames_sent=sent, accepted=texts.count("flood") + burst,
+           dropped=int(dropped), closed_with=str(code))
+
+
+@pytest.fixture
+def server_with_flood_limits(start_server):
+    return start_server(max_messages_per_second=5, max_flood_seconds=1)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_max_connections_refuses_with_503_before_the_upgrade(start_server, mode):
+    server = start_server(mode, max_connections=3)
+    clients = [server.connect(f"c{i}") for i in range(3)]
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        server.connect("one-too-many")
+    assert refused.value.status_code == 503
+    assert json.loads(refused.value.resp_body) == {"error": "server full, try again later"}
+    clients.pop().close()
+    wait_for(lambda: metric(server, "nane_open_connections") == 2, what="the slot to free")
+    again = server.connect("now-there-is-room")
+    send(again, room="r", text="in")
+    assert receive(again)["text"] == "in"
+    assert metric(server, "nane_connections_refused_total", reason="full") == 1
+
+
+def test_a_bare_geventwebsocket_worker_closes_1013_when_full(tmp_path):
+    """Without gunicorn.conf.py the worker upgrades before the app runs: then 1013."""
+    from tests.conftest import ROOT, Server, free_port, MODES
+    import sys
+    port = free_port()
+    MODES["bare-geventwebsocket"] = lambda p: [
+        sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k",
+        "geventwebsocket.gunicorn.workers.GeventWebSocketWorker", "-b", f"127.0.0.1:{p}",
+        "app.wsgi:app"]
+    server = Server("bare-geventwebsocket", port, {"max_connections": 1}, tmp_path)
+    try:
+        first = server.connect("first")
+        second = server.connect("second")
+        assert receive_close(second) == (1013, "server full, try again later")
+        send(first, room="r", text="unaffected")
+        assert receive(first)["text"] == "unaffected"
+    finally:
+        MODES.pop("bare-geventwebsocket")
+        server.stop()
+
+
+# -- health, readiness, metrics, settings -------------------------------------
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_health_readiness_and_metrics(start_server, mode):
+    server = start_server(mode)
+    for path, expected in (("/healthz", {"status": "ok"}),
+                           ("/readyz", {"status": "ready", "checks": ["hub", "registry"]})):
+        status, headers, body = server.request(path)
+        assert status == 200 and headers["Content-Type"] == "application/json; charset=utf-8"
+        assert json.loads(body) == {"result": expected}
+    a, b = server.connect("a"), server.connect("b", query="v=2")
+    send(a, room="Lobby", text="hello")
+    receive(a), receive(b)
+    b.send("{broken")
+    assert receive(b) == {"error": "invalid JSON"}
+    status, headers, _ = server.request("/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    samples = scrape(server)
+    value = lambda name, **labels: samples.get((name, tuple(sorted(labels.items()))))  # noqa: E731
+    assert value("nane_open_connections") == 2
+    assert value("nane_connections_total") == 2
+    assert value("nane_rooms") == 1
+    assert value("nane_messages_received_total") == 2
+    assert value("nane_messages_delivered_total") == 2
+    assert value("nane_messages_dropped_total", reason="invalid_json") == 1
+    assert value("nane_fan_out_seconds_count") == 1
+    assert value("nane_mailbox_messages", actor="hub") is not None
+    assert value("nane_outbox_messages_max") is not None
+    assert value("process_resident_memory_bytes") > 0
+    for name, _ in samples:  # Prometheus naming: our prefix, counters end in _total
+        assert name.startswith(("nane_", "process_", "python_")), name
+
+
+def test_settings_list_every_limit_as_an_integer(start_server):
+    server = start_server(max_connections=7, ping_interval_seconds=3)
+    settings = server.get("/api/settings")["result"]
+    for key in ("max_connections", "max_messages_per_second", "max_flood_seconds",
+                "ping_interval_seconds", "ping_timeout_seconds", "http_idle_timeout_seconds",
+                "shutdown_grace_seconds"):
+        assert isinstance(settings[key], int), key
+    assert settings["max_connections"] == 7 and settings["ping_interval_seconds"] == 3
+    assert all(isinstance(value, int) for value in settings.values())
