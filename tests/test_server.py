@@ -121,7 +121,7 @@ def test_oversized_frame_closes_1009_before_it_is_buffered(start_server, mode):
 
 
 def test_a_client_that_stops_reading_is_cut_off_and_nobody_else_notices(start_server):
-    server = start_server(max_outbox_messages=100)
+    server = start_server(max_outbox_messages=100, max_messages_per_second=10000)  # a flood on purpose
     stuck = raw_upgrade(server.port, "stuck", receive_buffer=4096)
     readers = [server.connect(f"reader{i}") for i in range(3)]
     sender = server.connect("sender")
