@@ -162,10 +162,15 @@ class Message:
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Message":
-        """Rebuild a message another process encoded (the Redis path)."""
+        """A message another process encoded (the Redis path), keeping its bytes as they came."""
         data = json.loads(raw)
-        return cls(data["room"], data["created"], data["sender"]["username"], data["text"],
-                   data.get("id"))
+        message = cls.__new__(cls)
+        message.room, message.created = data["room"], data["created"]
+        message.username, message.text = data["sender"]["username"], data["text"]
+        message.id = data.get("id")
+        message.json = bytes(raw)
+        message._summary = None
+        return message
 
 
 def encode_list(items: list[bytes]) -> bytes:

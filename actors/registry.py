@@ -22,10 +22,16 @@ MAX_WAITING_POSTS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """A validated message from `username` (tell)."""
+    """A validated message from `username` (tell).
+
+    `reply_to` (the poster's session, when it opted in to error frames) hears
+    about a message that was accepted here but could not be delivered later,
+    which only happens when rooms are shared through Redis.
+    """
 
     draft: Draft
     username: str
+    reply_to: ActorRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +103,7 @@ class RegistryActor(Actor):
 
     def receive(self, message):
         match message:
-            case Post(draft, username):
+            case Post(draft, username, _):
                 self._post(draft, username)
             case ListRooms():
                 if self._rooms_body is None:

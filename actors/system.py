@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from actors.actor import ActorRef
 from actors.hub import HubActor
 from actors.kozma import KozmaActor
 from actors.registry import RegistryActor
 from actors.supervisor import Supervisor
+
+if TYPE_CHECKING:  # the Redis modules load only when Redis is configured
+    from actors.listener import Listener
+    from actors.store import RedisStore
+
+FIRST_SUBSCRIBE_TIMEOUT = 10.0  # seconds a starting process waits for Redis before serving anyway
 
 
 @dataclass(frozen=True)
@@ -19,26 +25,48 @@ class Chat:
     registry: ActorRef
     hub: ActorRef
     kozma: ActorRef | None
+    listener: "Listener | None" = None  # only when rooms are shared through Redis
+    store: "RedisStore | None" = None
 
     def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
         for actor in (self.kozma, self.registry, self.hub):
             if actor is not None:
                 actor.stop()
+        if self.store is not None:
+            self.store.close()
 
 
 def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
                kozma_first_delay: float = 5.0, kozma_max_pause: float = 60.0,
                keepalive_tick: float | None = None,
-               observe_fan_out: Callable[[float], None] | None = None) -> Chat:
+               observe_fan_out: Callable[[float], None] | None = None,
+               redis_url: str = "") -> Chat:
     """Start the hub, the registry and (optionally) the bot under one supervisor.
 
     `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
     their peers on them); `observe_fan_out` receives each message's fan-out time.
+    With `redis_url` the rooms are the ones every process on that Redis shares:
+    the registry is the shared one, and a listener delivers what Redis
+    publishes. Start waits (boundedly) for the first subscription, so a
+    process that answers HTTP is normally ready to take posts.
     """
     supervisor = Supervisor("chat")
     hub = HubActor(keepalive_tick, observe_fan_out).start(supervisor)
-    registry = RegistryActor(hub, max_rooms, max_messages_in_room).start(supervisor)
+    listener = store = None
+    if redis_url:
+        from actors.listener import Listener
+        from actors.shared import SharedRegistryActor
+        from actors.store import RedisStore
+
+        store = RedisStore(redis_url, max_messages_in_room, max_rooms)
+        registry = SharedRegistryActor(store, max_rooms).start(supervisor)
+        listener = Listener(store, hub).start()
+        listener.wait_subscribed(FIRST_SUBSCRIBE_TIMEOUT)
+    else:
+        registry = RegistryActor(hub, max_rooms, max_messages_in_room).start(supervisor)
     bot = None
     if kozma:
         bot = KozmaActor(registry, kozma_first_delay, kozma_max_pause).start(supervisor)
-    return Chat(registry=registry, hub=hub, kozma=bot)
+    return Chat(registry=registry, hub=hub, kozma=bot, listener=listener, store=store)

@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
         kozma_max_pause=config.kozma_max_pause,
         keepalive_tick=max(0.25, min(config.ping_interval_seconds,
                                      config.ping_timeout_seconds) / 4),
-        observe_fan_out=metrics.fan_out.observe)
+        observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url)
     metrics.watch(app.extensions["nane"], connections)
 
     app.register_blueprint(api.bp)
@@ -39,6 +39,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.after_request(api.add_cors)
     app.register_error_handler(HTTPException, api.api_error)
     app.register_error_handler(ActorError, api.server_error)
+    if config.redis_url:
+        from actors.store import StoreUnavailable
+
+        app.register_error_handler(StoreUnavailable, api.storage_unavailable)
 
     @app.route("/")
     def index():

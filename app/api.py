@@ -91,6 +91,13 @@ def api_error(error):
                           f"no such endpoint: {request.path}", error.code)
 
 
+def storage_unavailable(error):
+    """Rooms shared through Redis cannot be read while this process cannot reach Redis."""
+    response = error_response(error.reason, 503)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def server_error(error):
     if isinstance(error, ActorError):
         return error_response("server busy, try again", 503)

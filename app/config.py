@@ -1,6 +1,7 @@
 """The one place that reads configuration: environment variables, then command-line flags.
 
-A Procfile deploy configures through the environment (`NANE_<KEY>`, `PORT`);
+A Procfile deploy configures through the environment (`NANE_<KEY>`, `PORT`,
+and `REDIS_URL`, which hosting platforms set when a Redis add-on is attached);
 `python -m app` flags override it. A bad value stops the server at start with
 a message that names the variable or flag.
 """
@@ -37,6 +38,7 @@ class Config:
     http_idle_timeout_seconds: int = 75
     shutdown_grace_seconds: int = 10
     debug: bool = False
+    redis_url: str = ""  # empty: rooms live in this one process's memory
 
     @property
     def host(self) -> str:
@@ -75,7 +77,11 @@ HELP = {
                                  "within this (since it opened or since its last answer) is dropped",
     "shutdown_grace_seconds": "on SIGTERM: close every websocket with 1001 and exit within this",
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
+    "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms "
+                 "(falls back to env REDIS_URL)",
 }
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(ValueError):
@@ -96,6 +102,8 @@ def from_env(environ: os._Environ | dict | None = None) -> dict:
         raw = environ.get(env_name(f.name))
         if raw is not None and raw != "":
             values[f.name] = _convert(f.name, raw, env_name(f.name))
+    if "redis_url" not in values and environ.get("REDIS_URL"):
+        values["redis_url"] = _convert("redis_url", environ["REDIS_URL"], "REDIS_URL")
     return values
 
 
@@ -117,16 +125,22 @@ def _convert(key: str, raw: str, source: str):
             if value < 0:
                 raise ValueError(raw)
             return value
+        if key == "redis_url":
+            if not raw.startswith(REDIS_SCHEMES):
+                raise ValueError(raw)
+            return raw
         if key == "addr":
             host, sep, port = raw.rpartition(":")
             if not sep or not 0 <= int(port) <= 65535:
                 raise ValueError(raw)
         return raw
     except ValueError:
-        raise ConfigError(f"{source}={raw!r} is not a valid {_describe(kind)}") from None
+        raise ConfigError(f"{source}={raw!r} is not a valid {_describe(key, kind)}") from None
 
 
-def _describe(kind: str) -> str:
+def _describe(key: str, kind: str) -> str:
+    if key == "redis_url":
+        return "redis:// (or rediss://, unix://) URL"
     return {"bool": "boolean (1/0, true/false)", "int": "positive integer",
             "float": "non-negative number"}.get(kind, "HOST:PORT")
 

@@ -122,7 +122,8 @@ def serve(transport, username: str, query: str) -> None:
                                     name, username, remote)
                         break
                     raise rate_limited(raw, limits, config.max_messages_per_second, extensions)
-                reply = handle_frame(raw, username, limits, chat)
+                reply = handle_frame(raw, username, limits, chat,
+                                     reply_to=session if extensions else None)
             except BadFrame as bad:
                 dropped.labels(bad.kind).inc()
                 if bad.kind != "rate_limited":  # a flood would write a line per frame
@@ -154,8 +155,12 @@ def rate_limited(raw, limits: Limits, per_second: int, extensions: bool) -> BadF
     return BadFrame(f"too many messages: at most {per_second} per second", id, "rate_limited")
 
 
-def handle_frame(raw: str | Binary, username: str, limits: Limits, chat) -> bytes | None:
+def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
+                 reply_to=None) -> bytes | None:
     """One client frame in; the frame to answer with (a pong), if any.
+
+    `reply_to` is the session of a client that opted in to error frames: it
+    hears about a message that could not be delivered after it was accepted.
 
     Raises:
         BadFrame: the message is dropped, for the reason it carries.
@@ -166,7 +171,7 @@ def handle_frame(raw: str | Binary, username: str, limits: Limits, chat) -> byte
     if isinstance(parsed, Ping):
         return PONG
     try:
-        chat.registry.tell(Post(parsed, username))
+        chat.registry.tell(Post(parsed, username, reply_to))
     except (MailboxFull, ActorStopped):
         raise BadFrame("server busy, message not accepted", parsed.id, "busy") from None
     return None

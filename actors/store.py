@@ -1,0 +1,238 @@
+"""RedisStore: the rooms every process shares, kept in Redis — the only code that speaks Redis.
+
+With `redis_url` configured, the room actors keep nothing of their own: a
+room's history, its first spelling, its last message and the room index live
+in Redis, and every accepted message is published on one channel that every
+process subscribes to (see `actors/listener.py`). One Lua script
+(`store_post.lua`) stamps, stores, indexes and publishes a message as one
+atomic step, so history and delivery can never disagree.
+
+What Redis holds, under the key prefix (`nane:`):
+
+    rooms             zset   folded room name -> last activity (a counter)
+    activity          string the counter
+    room:<folded>     hash   name (first spelling, JSON), sec/ns (last created), json (room object)
+    history:<folded>  list   the last `max_messages_in_room` messages, oldest first, as JSON
+    channel messages  pub/sub every accepted message, in the order it was stored
+
+This process counts as connected to Redis exactly while its subscription is
+live (`Link`): only then does it accept posts and answer reads, so a message
+it accepts is one its own clients will receive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from actors.message import Draft, encode_list
+
+log = logging.getLogger("nane.redis")
+
+PREFIX = "nane:"
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection to Redis
+COMMAND_TIMEOUT = 3.0  # seconds a command may take; below the actors' 5 s ask timeout
+HEALTH_CHECK_SECONDS = 5  # an idle subscription pings Redis this often, to notice a dead link
+POST_SCRIPT = (Path(__file__).with_name("store_post.lua")).read_text()
+ROOMS_SCRIPT = (Path(__file__).with_name("store_rooms.lua")).read_text()
+
+
+class StoreUnavailable(Exception):
+    """Redis cannot be reached from this process; the request can be tried again later."""
+
+    def __init__(self, reason: str = "chat storage (Redis) is unreachable, try again later"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRoom:
+    """A room as Redis has it: its first spelling and its `/api/rooms/{name}` object."""
+
+    name: str
+    json: bytes
+
+
+class Link:
+    """Whether this process is connected to Redis, and one log line for each change.
+
+    The subscriber decides (it is the one connection that must stay open);
+    while it is down the store refuses work at once instead of piling up
+    connection attempts, and `ready` lets a starting process wait for it.
+    """
+
+    def __init__(self, where: str):
+        self.where = where
+        self.up = False
+        self._logged: bool | None = None  # the last state we logged; None: none yet
+        self.transitions = 0
+
+    def went_up(self) -> None:
+        self.up = True
+        if self._logged is not True:
+            self._logged = True
+            self.transitions += 1
+            log.info("event=redis_up redis=%s", self.where)
+
+    def went_down(self, error: BaseException) -> None:
+        self.up = False
+        if self._logged is not False:
+            self._logged = False
+            self.transitions += 1
+            log.warning("event=redis_down redis=%s error=%r", self.where, str(error))
+
+
+class RedisStore:
+    """The shared rooms: post, list, find, history — each one Redis round trip.
+
+    Args:
+        url: `redis://` / `rediss://` / `unix://` URL.
+        max_messages_in_room: each room's history length.
+        max_rooms: rooms kept at once; a new room past it forgets the idlest.
+        prefix: put before every key and the channel name.
+    """
+
+    def __init__(self, url: str, max_messages_in_room: int, max_rooms: int, prefix: str = PREFIX):
+        self.prefix = prefix
+        self.channel = prefix + "messages"
+        self.max_messages_in_room = max_messages_in_room
+        self.max_rooms = max_rooms
+        # No retries: a command that failed after it was sent may have run, and
+        # running a post twice would deliver it twice.
+        options = dict(retry=Retry(NoBackoff(), 0), socket_connect_timeout=CONNECT_TIMEOUT,
+                       socket_keepalive=True)
+        self._redis = redis.Redis.from_url(url, socket_timeout=COMMAND_TIMEOUT, **options)
+        self._subscriber = redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_SECONDS,
+                                                socket_timeout=HEALTH_CHECK_SECONDS * 2, **options)
+        self.link = Link(redact(url))
+        self._post_sha = self._rooms_sha = ""
+        self._keys = (prefix + "rooms", prefix + "activity")
+
+    # -- the link, driven by the subscriber -----------------------------------
+
+    def subscribe(self) -> redis.client.PubSub:
+        """A new subscription to the message channel, confirmed by Redis.
+
+        Raises:
+            redis.RedisError, OSError: Redis cannot be reached.
+        """
+        pubsub = self._subscriber.pubsub()
+        try:
+            pubsub.subscribe(self.channel)
+            confirmation = pubsub.get_message(timeout=COMMAND_TIMEOUT)
+            if not confirmation or confirmation["type"] != "subscribe":
+                raise redis.ConnectionError(f"no subscribe confirmation: {confirmation!r}")
+            # scripts are lost when Redis restarts: load them before accepting posts
+            self._post_sha = self._redis.script_load(POST_SCRIPT)
+            self._rooms_sha = self._redis.script_load(ROOMS_SCRIPT)
+        except BaseException:
+            pubsub.close()
+            raise
+        return pubsub
+
+    def connected(self) -> None:
+        """The subscription is live: accept work."""
+        self.link.went_up()
+
+    def disconnected(self, error: BaseException) -> None:
+        """The subscription is gone: refuse work, and drop pooled connections that may be dead."""
+        self.link.went_down(error)
+        self._redis.connection_pool.disconnect(inuse_connections=False)
+
+    # -- the rooms ------------------------------------------------------------
+
+    def post(self, folded: str, posts: list[tuple[Draft, str]]) -> list[str | Exception]:
+        """Store and publish messages to one room, in order, in one round trip.
+
+        Returns, for each post, its `created` or the error that refused it.
+
+        Raises:
+            StoreUnavailable: Redis cannot be reached; none of them was delivered
+                (unless the link broke after Redis had run some of them).
+        """
+        keys = [*self._keys, self.prefix + "room:" + folded, self.prefix + "history:" + folded]
+        args = [[folded, _json(draft.room), _json(username), _json(draft.text),
+                 _json(draft.id) if draft.id else "", self.max_messages_in_room,
+                 self.max_rooms, self.channel, self.prefix] for draft, username in posts]
+        results = self._run(lambda pipe, sha: [pipe.evalsha(sha, 4, *keys, *a) for a in args])
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                # Redis forgot the script (SCRIPT FLUSH): load it and post again,
+                # which is safe because NOSCRIPT means the script did not run
+                self._post_sha = self._call(lambda: self._redis.script_load(POST_SCRIPT))
+                results[i] = self._call(lambda: self._redis.evalsha(self._post_sha, 4, *keys,
+                                                                    *args[i]))
+        return [r.decode() if isinstance(r, bytes) else r for r in results]
+
+    def rooms(self) -> bytes:
+        """The `/api/rooms` body, most recently active room first."""
+        def run():
+            try:
+                return self._redis.evalsha(self._rooms_sha, 1, self._keys[0], self.prefix)
+            except NoScriptError:
+                self._rooms_sha = self._redis.script_load(ROOMS_SCRIPT)
+                return self._redis.evalsha(self._rooms_sha, 1, self._keys[0], self.prefix)
+        items = self._call(run)
+        return encode_list([item for item in items if item])
+
+    def room(self, folded: str) -> StoredRoom | None:
+        """The room called `folded` (any case folded already), or None."""
+        name, body = self._call(lambda: self._redis.hmget(self.prefix + "room:" + folded,
+                                                          "name", "json"))
+        if name is None or body is None:
+            return None
+        return StoredRoom(json.loads(name), body)
+
+    def history(self, folded: str) -> bytes | None:
+        """The `/history` body, oldest first, or None when there is no such room."""
+        items = self._call(lambda: self._redis.lrange(self.prefix + "history:" + folded, 0, -1))
+        return encode_list(items) if items else None
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _run(self, queue) -> list:
+        """Send a pipeline of commands without MULTI; per-command errors come back as values."""
+        def run():
+            with self._redis.pipeline(transaction=False) as pipe:
+                queue(pipe, self._post_sha)
+                return pipe.execute(raise_on_error=False)
+        return self._call(run)
+
+    def _call(self, command):
+        if not self.link.up:
+            raise StoreUnavailable()
+        try:
+            return command()
+        except (RedisError, OSError) as error:
+            if isinstance(error, redis.ResponseError):
+                raise
+            raise StoreUnavailable() from error
+
+    def close(self) -> None:
+        self._redis.close()
+        self._subscriber.close()
+
+
+def _json(text: str) -> str:
+    """A JSON string, encoded as `actors/message.py` encodes one."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
