@@ -1,8 +1,9 @@
 """gunicorn settings for the Procfile deploy (and `gunicorn -k gevent app.wsgi:app`).
 
-Rooms live in one process's memory, so exactly one worker may serve them:
-Heroku sets WEB_CONCURRENCY to 2 or more, which would split the rooms in two,
-so it is ignored here.
+Without Redis the rooms live in one process's memory, so exactly one worker
+may serve them: Heroku sets WEB_CONCURRENCY to 2 or more, which would split
+the rooms in two, so it is ignored then. With NANE_REDIS_URL (or REDIS_URL)
+every worker serves the same rooms, and WEB_CONCURRENCY workers are started.
 """
 
 import importlib.util
@@ -26,7 +27,10 @@ def _load_nane_config():
 _nane = _load_nane_config()
 
 bind = "0.0.0.0:" + os.environ.get("PORT", "8022")
-workers = 1  # never WEB_CONCURRENCY: the rooms are in this one process
+if _nane.redis_url:
+    workers = int(os.environ.get("WEB_CONCURRENCY") or 1)  # rooms are shared through Redis
+else:
+    workers = 1  # never WEB_CONCURRENCY: the rooms are in this one process
 worker_connections = 20000
 timeout = 30
 graceful_timeout = _nane.shutdown_grace_seconds  # after that gunicorn kills the worker

@@ -51,6 +51,7 @@ class Server:
         self.ws_base = f"ws://127.0.0.1:{port}"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("NANE_")}
         environ.pop("PORT", None)
+        environ.pop("REDIS_URL", None)  # a platform's Redis must not leak into a test server
         environ.update({f"NANE_{k.upper()}": str(v) for k, v in settings.items()})
         environ.update(env or {})
         environ["PYTHONUNBUFFERED"] = "1"

@@ -1,0 +1,157 @@
+"""Hundreds of websocket clients in one thread: raw sockets, one selector, bounded waits.
+
+websocket-client costs tens of microseconds per frame, too much for a test that
+receives a couple of million frames; these clients speak just enough of
+RFC 6455 (handshake, masked text frames out, unmasked frames in, pong for
+ping) and hand each received message's payload to a callback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import selectors
+import socket
+import struct
+import time
+from typing import Callable
+
+RECV_SIZE = 256 * 1024
+HANDSHAKE_TIMEOUT = 5.0
+
+
+def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A masked client frame; the mask is random, as RFC 6455 asks."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    mask = os.urandom(4)
+    if n:
+        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+        payload = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
+    return header + mask + payload
+
+
+class Client:
+    """One connection: its socket, its unread bytes, and whether the server closed it."""
+
+    __slots__ = ("index", "sock", "buffer", "closed", "close_code")
+
+    def __init__(self, index: int, sock: socket.socket, leftover: bytes):
+        self.index = index
+        self.sock = sock
+        self.buffer = bytearray(leftover)
+        self.closed = False
+        self.close_code: int | None = None
+
+    def send_json(self, frame: dict) -> None:
+        self.sock.sendall(client_frame(json.dumps(frame).encode()))
+
+
+def connect(port: int, username: str, index: int, query: str = "") -> Client:
+    """Open a websocket to 127.0.0.1:`port` and finish the handshake (bounded)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=HANDSHAKE_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    path = f"/ws?username={username}" + (f"&{query}" if query else "")
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed during handshake: {answer!r}")
+        answer += chunk
+    head, _, leftover = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(f"handshake refused: {head!r}")
+    sock.setblocking(False)
+    return Client(index, sock, leftover)
+
+
+class Crowd:
+    """Many clients; `pump` reads whatever has arrived and calls `on_message(client, payload)`."""
+
+    def __init__(self, on_message: Callable[[Client, bytes], None]):
+        self.clients: list[Client] = []
+        self.on_message = on_message
+        self._selector = selectors.DefaultSelector()
+
+    def add(self, port: int, username: str, query: str = "") -> Client:
+        client = connect(port, username, len(self.clients), query)
+        self.clients.append(client)
+        self._selector.register(client.sock, selectors.EVENT_READ, client)
+        return client
+
+    def send(self, client: Client, frame: dict) -> None:
+        """Send one frame; a full socket buffer is waited out (bounded by the handshake timeout)."""
+        client.sock.setblocking(True)
+        client.sock.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            client.send_json(frame)
+        finally:
+            client.sock.setblocking(False)
+
+    def pump_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Read and dispatch until `done()` or `timeout` seconds; True if done."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in self._selector.select(min(left, 0.5)):
+                self._read(key.data)
+        return True
+
+    def _read(self, client: Client) -> None:
+        try:
+            chunk = client.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            client.closed = True
+            self._selector.unregister(client.sock)
+            return
+        buffer = client.buffer
+        buffer += chunk
+        at, size = 0, len(buffer)
+        while size - at >= 2:
+            first, second = buffer[at], buffer[at + 1]
+            length, start = second & 0x7F, at + 2
+            if length == 126:
+                if size - at < 4:
+                    break
+                length, start = struct.unpack_from("!H", buffer, at + 2)[0], at + 4
+            elif length == 127:
+                if size - at < 10:
+                    break
+                length, start = struct.unpack_from("!Q", buffer, at + 2)[0], at + 10
+            if size < start + length:
+                break
+            payload = bytes(buffer[start:start + length])
+            at = start + length
+            opcode = first & 0x0F
+            if opcode == 0x1:
+                self.on_message(client, payload)
+            elif opcode == 0x9:
+                client.sock.sendall(client_frame(payload, 0xA))
+            elif opcode == 0x8:
+                client.closed = True
+                client.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+        del buffer[:at]
+
+    def close(self) -> None:
+        for client in self.clients:
+            try:
+                client.sock.close()
+            except OSError:
+                pass
+        self._selector.close()

@@ -1,0 +1,23 @@
+"""The whole SPEC Part 3 suite again, against a server whose rooms live in Redis.
+
+Every test of tests/test_spec.py runs here unchanged, with `start_server`
+(and so `server`) pointed at a private redis-server: the shared-rooms path
+must keep the wire contract byte for byte, like the in-memory one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.redis_server import redis_server  # noqa: F401  (a fixture)
+from tests.test_spec import *  # noqa: F401,F403  (the tests themselves)
+
+
+@pytest.fixture
+def start_server(start_server, redis_server):  # noqa: F811
+    """conftest's factory, with NANE_REDIS_URL set for every server it starts."""
+    def start(mode: str = "embedded", port: int | None = None, env: dict | None = None,
+              **settings):
+        settings.setdefault("redis_url", redis_server.url)
+        return start_server(mode, port, env, **settings)
+    return start
