@@ -1,23 +1,22 @@
 """The registry and rooms of a server whose rooms are shared with other processes through Redis.
 
 They answer the same messages as `registry.RegistryActor` and `room.RoomActor`
-(`Post`, `ListRooms`, `FindRoom`, `GetHistory`), so the websocket and HTTP
-layers cannot tell the difference. What changes is where the state lives: in
-Redis (`store.RedisStore`), not in the actors. A room actor here is this
-process's door to one shared room: it turns the posts waiting in its mailbox
-into one pipelined round trip, and it does NOT hand messages to the hub —
-the listener does that for every process alike, when Redis publishes them.
+(`Post`, `ListRooms`, `FindRoom`, `ListRoomActors`, `GetHistory`), so the
+websocket and HTTP layers cannot tell the difference. What changes is where
+the state lives: in Redis (`store.RedisStore`), not in the actors, and who
+hands messages to the hub: not the registry but the listener, for every
+process alike, when Redis publishes them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from actors.actor import Actor, ActorError, ActorRef, ActorStopped, MailboxFull
-from actors.message import Draft, error_frame
-from actors.registry import MAX_WAITING_POSTS, FindRoom, ListRooms, Post, Room, fold
+from actors.message import error_frame
+from actors.registry import (MAX_WAITING_POSTS, FindRoom, ListRoomActors, ListRooms, Post, Room,
+                             fold)
 from actors.room import GetHistory
 from actors.store import RedisStore, StoreUnavailable
 from actors.supervisor import Supervisor
@@ -25,24 +24,14 @@ from actors.supervisor import Supervisor
 log = logging.getLogger("nane.registry")
 
 NOT_DELIVERED = "message not delivered: chat storage (Redis) unreachable, send it again later"
-BUSY = "server busy, message not accepted"
 
 
 class RoomGone(ActorError):
-    """The room was forgotten (or Redis was emptied) between finding it and reading it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Store `draft` in the shared room and publish it (tell)."""
-
-    draft: Draft
-    username: str
-    reply_to: ActorRef | None
+    """The room was forgotten (or Redis emptied) between finding it and reading it."""
 
 
 class SharedRoomActor(Actor):
-    """Posts to one shared room, in the order its posts arrived here, and reads its history.
+    """This process's door to one shared room: reads its history from Redis.
 
     Args:
         folded: the room's name in lower case (its key in Redis).
@@ -52,49 +41,34 @@ class SharedRoomActor(Actor):
     kind = "room"
 
     def __init__(self, folded: str, store: RedisStore):
-        super().__init__(f"room:{folded}", mailbox_limit=MAX_WAITING_POSTS)
-        self.folded = folded
+        super().__init__(f"room:{folded}")
+        self.room = folded
         self._store = store
-        self.published = 0
-        self.failed = 0
 
     def receive(self, message):
         match message:
-            case Publish():
-                self._publish([message, *self._pending()])
             case GetHistory():
-                body = self._store.history(self.folded)
+                body = self._store.history(self.room)
                 if body is None:
-                    raise RoomGone(f"room {self.folded} not found")
+                    raise RoomGone(f"room {self.room} not found")
                 return body
             case _:
                 raise TypeError(f"room cannot handle {message!r}")
 
-    def _publish(self, posts: list[Publish]) -> None:
-        try:
-            results = self._store.post(self.folded, [(p.draft, p.username) for p in posts])
-        except StoreUnavailable as error:
-            results = [error] * len(posts)
-        for post, result in zip(posts, results):
-            if isinstance(result, Exception):
-                self.failed += 1
-                if not isinstance(result, StoreUnavailable):
-                    log.error("event=post_failed room=%r error=%r", self.folded, str(result))
-                _tell_error(post.reply_to, NOT_DELIVERED, post.draft.id)
-            else:
-                self.published += 1
-
     def info(self) -> dict:
-        return {"room": self.folded, "published": self.published, "failed": self.failed}
+        return {"room": self.room}
 
 
 class SharedRegistryActor(Actor):
-    """Finds the shared rooms in Redis, and keeps this process's room actors for them.
+    """Posts to the shared rooms, and finds them in Redis.
 
-    Redis decides which rooms exist, their spelling and their order; this actor
-    keeps at most `max_rooms` room actors of its own, and stops the least
-    recently used one when it needs another (Redis forgets rooms by itself,
-    see `store_post.lua`).
+    The registry is this process's sequencer, as in the in-memory server: the
+    posts waiting in its mailbox go to Redis as one pipeline, in the order they
+    arrived, so Redis stores and publishes them in that order and each
+    sender's messages reach everyone in the order sent, across rooms. It keeps
+    at most `max_rooms` room actors for history reads, dropping the least
+    recently used; which rooms exist is Redis's business (see `store_post.lua`,
+    which forgets the idlest room past the limit for every process at once).
 
     Args:
         store: the shared rooms.
@@ -109,22 +83,37 @@ class SharedRegistryActor(Actor):
         self._max_rooms = max_rooms
         self._rooms: OrderedDict[str, ActorRef] = OrderedDict()  # least recently used first
         self._supervisor = Supervisor("rooms")
+        self.published = 0
+        self.failed = 0
 
     def receive(self, message):
         match message:
-            case Post(draft, username, reply_to):
-                try:
-                    self._room(fold(draft.room)).tell(Publish(draft, username, reply_to))
-                except (MailboxFull, ActorStopped):
-                    _tell_error(reply_to, BUSY, draft.id)
+            case Post():
+                self._publish([message, *self._pending()])
             case ListRooms():
                 return self._store.rooms()
+            case ListRoomActors():
+                return list(reversed(self._rooms.values()))
             case FindRoom(name):
                 key = fold(name)
                 found = self._store.room(key)
                 return found and Room(found.name, self._room(key), found.json)
             case _:
                 raise TypeError(f"registry cannot handle {message!r}")
+
+    def _publish(self, posts: list[Post]) -> None:
+        try:
+            results = self._store.post([(fold(p.draft.room), p.draft, p.username) for p in posts])
+        except StoreUnavailable as error:
+            results = [error] * len(posts)
+        for post, result in zip(posts, results):
+            if isinstance(result, Exception):
+                self.failed += 1
+                if not isinstance(result, StoreUnavailable):
+                    log.error("event=post_failed room=%r error=%r", post.draft.room, str(result))
+                _tell_error(post.reply_to, NOT_DELIVERED, post.draft.id)
+            else:
+                self.published += 1
 
     def _room(self, key: str) -> ActorRef:
         room = self._rooms.get(key)
@@ -142,7 +131,8 @@ class SharedRegistryActor(Actor):
             room.stop()
 
     def info(self) -> dict:
-        return {"rooms": len(self._rooms), "redis_up": self._store.link.up}
+        return {"rooms": len(self._rooms), "published": self.published, "failed": self.failed,
+                "redis": "up" if self._store.link.up else "down"}
 
 
 def _tell_error(session: ActorRef | None, problem: str, id: str | None) -> None:

@@ -149,8 +149,12 @@ class RedisStore:
 
     # -- the rooms ------------------------------------------------------------
 
-    def post(self, folded: str, posts: list[tuple[Draft, str]]) -> list[str | Exception]:
-        """Store and publish messages to one room, in order, in one round trip.
+    def post(self, posts: list[tuple[str, Draft, str]]) -> list[str | Exception]:
+        """Store and publish messages — (folded room, draft, username) — in order, in one round trip.
+
+        The commands go down one connection as one pipeline, so Redis runs the
+        scripts in the order given: a process's posts are published in the
+        order it received them, whatever their rooms.
 
         Returns, for each post, its `created` or the error that refused it.
 
@@ -158,19 +162,32 @@ class RedisStore:
             StoreUnavailable: Redis cannot be reached; none of them was delivered
                 (unless the link broke after Redis had run some of them).
         """
-        keys = [*self._keys, self.prefix + "room:" + folded, self.prefix + "history:" + folded]
-        args = [[folded, _json(draft.room), _json(username), _json(draft.text),
-                 _json(draft.id) if draft.id else "", self.max_messages_in_room,
-                 self.max_rooms, self.channel, self.prefix] for draft, username in posts]
-        results = self._run(lambda pipe, sha: [pipe.evalsha(sha, 4, *keys, *a) for a in args])
-        for i, result in enumerate(results):
-            if isinstance(result, NoScriptError):
-                # Redis forgot the script (SCRIPT FLUSH): load it and post again,
-                # which is safe because NOSCRIPT means the script did not run
-                self._post_sha = self._call(lambda: self._redis.script_load(POST_SCRIPT))
-                results[i] = self._call(lambda: self._redis.evalsha(self._post_sha, 4, *keys,
-                                                                    *args[i]))
+        calls = [self._post_call(folded, draft, username) for folded, draft, username in posts]
+
+        def queue(pipe):
+            for keys, args in calls:
+                pipe.evalsha(self._post_sha, len(keys), *keys, *args)
+
+        results = self._pipeline(queue)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # Redis forgot the script (SCRIPT FLUSH): the posts it refused did not
+            # run, so posting them again, in order, is safe
+            self._post_sha = self._call(lambda: self._redis.script_load(POST_SCRIPT))
+            again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            retried = self._pipeline(lambda pipe: [
+                pipe.evalsha(self._post_sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                for i in again])
+            for i, result in zip(again, retried):
+                results[i] = result
         return [r.decode() if isinstance(r, bytes) else r for r in results]
+
+    def _post_call(self, folded: str, draft: Draft, username: str) -> tuple[list, list]:
+        """The KEYS and ARGV of `store_post.lua` for one message."""
+        keys = [*self._keys, self.prefix + "room:" + folded, self.prefix + "history:" + folded]
+        args = [folded, _json(draft.room), _json(username), _json(draft.text),
+                _json(draft.id) if draft.id else "", self.max_messages_in_room, self.max_rooms,
+                self.channel, self.prefix]
+        return keys, args
 
     def rooms(self) -> bytes:
         """The `/api/rooms` body, most recently active room first."""
@@ -198,11 +215,11 @@ class RedisStore:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _run(self, queue) -> list:
-        """Send a pipeline of commands without MULTI; per-command errors come back as values."""
+    def _pipeline(self, queue) -> list:
+        """Send commands as one pipeline without MULTI; per-command errors come back as values."""
         def run():
             with self._redis.pipeline(transaction=False) as pipe:
-                queue(pipe, self._post_sha)
+                queue(pipe)
                 return pipe.execute(raise_on_error=False)
         return self._call(run)
 

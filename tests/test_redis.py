@@ -132,7 +132,8 @@ def test_three_processes_100_clients_each_20_messages_nothing_lost_or_duplicated
     processes, per_process, per_client, rooms = 3, 100, 20, 5
     servers = [shared(max_outbox_messages=8192) for _ in range(processes)]
     total = processes * per_process * per_client
-    counts: list[bytearray] = []
+    counts: list[bytearray] = []  # receiver -> times it got each id
+    last_seen: list[list[int]] = []  # receiver -> sender -> the sender's last message number
     order = {}  # (receiver, room) -> running checksum of the ids it saw, in order
     received = [0]
 
@@ -140,6 +141,9 @@ def test_three_processes_100_clients_each_20_messages_nothing_lost_or_duplicated
         assert payload.startswith(b'{"id":"'), payload
         id = int(payload[7:payload.index(b'"', 7)])
         counts[client.index][id] += 1
+        sender, n = divmod(id, per_client)
+        assert n > last_seen[client.index][sender], "a sender's messages out of order"
+        last_seen[client.index][sender] = n
         key = (client.index, (id // per_client) % rooms)
         order[key] = zlib.crc32(id.to_bytes(4, "big"), order.get(key, 0))
         received[0] += 1
@@ -150,6 +154,7 @@ def test_three_processes_100_clients_each_20_messages_nothing_lost_or_duplicated
             for _ in range(per_process):
                 crowd.add(server.port, f"c{len(crowd.clients)}")
                 counts.append(bytearray(total))
+                last_seen.append([-1] * processes * per_process)
         for n in range(per_client):
             for client in crowd.clients:
                 id = client.index * per_client + n

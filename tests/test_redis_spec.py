@@ -2,7 +2,9 @@
 
 Every test of tests/test_spec.py runs here unchanged, with `start_server`
 (and so `server`) pointed at a private redis-server: the shared-rooms path
-must keep the wire contract byte for byte, like the in-memory one.
+must keep the wire contract byte for byte, like the in-memory one. So do the
+run modes and the 200-client load test of tests/test_server.py (each sender's
+messages in the order sent, across rooms).
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 import pytest
 
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
+from tests.test_server import (  # noqa: F401
+    test_200_clients_20_messages_10_rooms_everything_exactly_once_in_order,
+    test_a_client_that_stops_reading_is_cut_off_and_nobody_else_notices,
+    test_each_run_mode_serves_the_protocol)
 from tests.test_spec import *  # noqa: F401,F403  (the tests themselves)
 
 
