@@ -1,0 +1,307 @@
+"""Scale-out benchmark: 1, 2 and 3 nane processes on one Redis against the in-memory single process.
+
+    python bench/redis_scale.py            # about a minute; prints one table
+    python bench/redis_scale.py --quick    # a smaller run, for a smoke test
+
+Every scenario gets fresh processes: a private `redis-server` on a free
+loopback port (persistence off) and `python -m app` servers on free ports,
+all on 127.0.0.1. The same clients are spread evenly over the processes.
+
+Two figures per scenario:
+- delivered messages/s: senders post a fixed number of messages as fast as
+  the servers take them; every client counts the frames it receives; the rate
+  is (messages x clients) / (time from the first send until every client has
+  every message);
+- fan-out latency: one message every 10 ms at light load, stamped with the
+  send time; p50/p99 of (receive time - send time) over every receiver.
+
+Bounded: message counts are fixed, every wait has a deadline, and a scenario
+that misses it reports what it counted. Self-contained (raw-socket clients,
+one thread), so it measures the servers, not a websocket library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import selectors
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECV_SIZE = 256 * 1024
+DEADLINE = 60.0  # seconds any one phase may take
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# -- processes -----------------------------------------------------------------
+
+
+def start_redis(log_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen, deadline = b"", time.monotonic() + 10
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while b"Ready to accept connections" not in seen:
+            if time.monotonic() > deadline or not selector.select(1):
+                raise RuntimeError(f"redis-server not ready: {seen[-500:]!r}")
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError(f"redis-server exited: {seen[-500:]!r}")
+            seen += chunk
+    with open(log_dir / f"redis-{port}.log", "wb") as log:  # drain its output from now on
+        subprocess.Popen(["cat"], stdin=process.stdout, stdout=log)
+    process.stdout.close()
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def start_server(log_dir: Path, redis_url: str | None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NANE_") and k != "REDIS_URL"}
+    env.update(NANE_MAX_MESSAGES_PER_SECOND="1000000", NANE_MAX_FLOOD_SECONDS="1000000",
+               NANE_MAX_OUTBOX_MESSAGES="1000000", NANE_MAX_MESSAGES_IN_ROOM="1024")
+    if redis_url:
+        env["NANE_REDIS_URL"] = redis_url
+    with open(log_dir / f"nane-{port}.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "app", "--addr", f"127.0.0.1:{port}"],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited; see {log_dir}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/settings", timeout=1).read()
+            return process, port
+        except OSError:
+            time.sleep(0.05)  # the port is not open yet: nothing to wait on but the port
+    raise RuntimeError(f"server did not start; see {log_dir}")
+
+
+# -- clients -------------------------------------------------------------------
+
+
+def masked(payload: bytes) -> bytes:
+    n = len(payload)
+    header = struct.pack("!BB", 0x81, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
+    mask = os.urandom(4)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    return header + mask + (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
+
+
+class Client:
+    """A websocket that counts the text frames it receives; a probe also reads their payload."""
+
+    def __init__(self, port: int, name: str, probe: bool):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?username={name} HTTP/1.1\r\nHost: x\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake")
+            answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.decode(errors="replace"))
+        self.buffer = bytearray(rest)
+        self.probe = probe
+        self.count = 0
+        self.latencies: list[int] = []  # ns, probes only
+        self.closed = False
+
+    def post(self, text: str) -> None:
+        self.sock.sendall(masked(json.dumps({"room": "bench", "text": text}).encode()))
+
+    def read(self) -> None:
+        try:
+            chunk = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        now = time.monotonic_ns()
+        if not chunk:
+            self.closed = True
+            return
+        buffer = self.buffer
+        buffer += chunk
+        at, size = 0, len(buffer)
+        while size - at >= 2:
+            length, start = buffer[at + 1] & 0x7F, at + 2
+            if length == 126:
+                if size - at < 4:
+                    break
+                length, start = struct.unpack_from("!H", buffer, at + 2)[0], at + 4
+            elif length == 127:
+                if size - at < 10:
+                    break
+                length, start = struct.unpack_from("!Q", buffer, at + 2)[0], at + 10
+            if size < start + length:
+                break
+            if buffer[at] & 0x0F == 0x1:
+                self.count += 1
+                if self.probe:
+                    text = json.loads(bytes(buffer[start:start + length]))["text"]
+                    if text.startswith("t"):
+                        self.latencies.append(now - int(text[1:]))
+            elif buffer[at] & 0x0F == 0x9:  # protocol ping: pong with the same payload
+                payload = bytes(buffer[start:start + length])
+                self.sock.sendall(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            at = start + length
+        del buffer[:at]
+
+
+class Clients:
+    def __init__(self, ports: list[int], count: int, probes_per_process: int):
+        self.all: list[Client] = []
+        for i in range(count):
+            port = ports[i % len(ports)]
+            self.all.append(Client(port, f"c{i}", probe=i < probes_per_process * len(ports)))
+        self.selector = selectors.DefaultSelector()
+        for client in self.all:
+            client.sock.setblocking(False)
+            self.selector.register(client.sock, selectors.EVENT_READ, client)
+
+    def pump(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            events = self.selector.select(left)
+            if not events:
+                return
+            for key, _ in events:
+                key.data.read()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while any(c.count < count and not c.closed for c in self.all):
+            if time.monotonic() > deadline:
+                return False
+            self.pump(0.05)
+        return all(c.count >= count for c in self.all)
+
+    def send(self, client: Client, text: str) -> None:
+        client.sock.setblocking(True)
+        try:
+            client.post(text)
+        finally:
+            client.sock.setblocking(False)
+
+    def close(self) -> None:
+        for client in self.all:
+            client.sock.close()
+        self.selector.close()
+
+
+# -- one scenario --------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
+    started: list[subprocess.Popen] = []
+    try:
+        url = None
+        if use_redis:
+            redis, url = start_redis(log_dir)
+            started.append(redis)
+        ports = []
+        for _ in range(processes):
+            process, port = start_server(log_dir, url)
+            started.append(process)
+            ports.append(port)
+        clients = Clients(ports, args.clients, probes_per_process=2)
+        try:
+            senders = [clients.all[i] for i in range(args.senders)]  # spread over the processes
+            # warm-up: one message through every process
+            for sender in senders[:processes]:
+                clients.send(sender, "warm")
+            expected = processes
+            if not clients.wait_for(expected, DEADLINE):
+                raise RuntimeError("warm-up messages were not delivered")
+
+            # throughput: fixed count, sent in rounds, reading between rounds
+            begin = time.monotonic()
+            for n in range(args.messages):
+                clients.send(senders[n % len(senders)], f"m{n}")
+                if n % len(senders) == len(senders) - 1:
+                    clients.pump(0)
+            expected += args.messages
+            complete = clients.wait_for(expected, DEADLINE)
+            seconds = time.monotonic() - begin
+            delivered = sum(min(c.count, expected) - processes for c in clients.all)
+            rate = delivered / seconds
+
+            # latency: one stamped message every 10 ms from rotating senders
+            for n in range(args.probes):
+                clients.send(senders[n % len(senders)], f"t{time.monotonic_ns()}")
+                clients.pump(0.01)
+            expected += args.probes
+            clients.wait_for(expected, DEADLINE)
+            latencies = [ns / 1e6 for c in clients.all if c.probe for ns in c.latencies]
+            lost = sum(max(0, expected - c.count) for c in clients.all)
+        finally:
+            clients.close()
+        return {"processes": processes, "redis": use_redis, "complete": complete,
+                "seconds": seconds, "rate": rate, "lost": lost,
+                "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> int:
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_argument("--clients", type=int, default=150, help="websockets, spread over processes")
+    cli.add_argument("--senders", type=int, default=6, help="of those, how many post")
+    cli.add_argument("--messages", type=int, default=2000, help="messages in the throughput phase")
+    cli.add_argument("--probes", type=int, default=200, help="stamped messages, one per 10 ms")
+    cli.add_argument("--quick", action="store_true", help="30 clients, 300 messages, 50 probes")
+    args = cli.parse_args()
+    if args.quick:
+        args.clients, args.messages, args.probes = 30, 300, 50
+    if shutil.which("redis-server") is None:
+        print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
+        return 2
+    log_dir = Path(tempfile.mkdtemp(prefix="nane-bench-"))
+    print(f"{args.clients} clients ({args.senders} posting), {args.messages} messages, "
+          f"{args.probes} latency probes; {os.cpu_count()} CPUs; logs in {log_dir}")
+    print(f"{'scenario':<22}{'delivered msg/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}")
+    for processes, use_redis in [(1, False), (1, True), (2, True), (3, True)]:
+        result = run(processes, use_redis, args, log_dir)
+        name = f"{processes} process{'es' if processes > 1 else ''}, " + (
+            "Redis" if use_redis else "in-memory")
+        flag = "" if result["complete"] else "  (deadline hit)"
+        print(f"{name:<22}{result['rate']:>16,.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
+              f"{result['lost']:>6}{flag}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
