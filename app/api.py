@@ -7,6 +7,7 @@ this layer only asks and wraps.
 
 from __future__ import annotations
 
+import json
 import time
 
 from flask import Blueprint, Response, current_app, request
@@ -15,6 +16,7 @@ from actors.actor import ActorError
 from actors.message import encode_error, encode_result
 from actors.registry import FindRoom, ListRooms
 from actors.room import GetHistory
+from app import contract
 
 JSON = "application/json; charset=utf-8"
 READ_METHODS = ["GET", "HEAD", "POST"]
@@ -40,6 +42,18 @@ def settings():
             **config.limits(),
             "uptime": time.monotonic_ns() - started}
     return json_response(encode_result(body))
+
+
+@bp.route("/openapi.json", methods=READ_METHODS)
+def openapi_document():
+    """The OpenAPI 3.1 document of this API (app/contract.py)."""
+    global _openapi_body
+    if _openapi_body is None:
+        _openapi_body = json.dumps(contract.openapi(), ensure_ascii=False).encode()
+    return json_response(_openapi_body)
+
+
+_openapi_body: bytes | None = None
 
 
 @bp.route("/rooms", methods=READ_METHODS)
@@ -87,8 +101,11 @@ def api_error(error):
     """404 and 405 under /api/ answer the JSON envelope too."""
     if not request.path.startswith("/api/"):
         return error
-    return error_response(error.description if error.code != 404 else
-                          f"no such endpoint: {request.path}", error.code)
+    response = error_response(error.description if error.code != 404 else
+                              f"no such endpoint: {request.path}", error.code)
+    if getattr(error, "valid_methods", None):  # RFC 9110: a 405 names the allowed methods
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
 
 
 def storage_unavailable(error):
