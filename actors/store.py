@@ -233,6 +233,10 @@ class RedisStore:
                 raise
             raise StoreUnavailable() from error
 
+    def ping(self) -> None:
+        """Readiness: Redis answers a PING now (raises StoreUnavailable otherwise)."""
+        self._call(self._redis.ping)
+
     def close(self) -> None:
         self._redis.close()
         self._subscriber.close()

@@ -31,6 +31,8 @@ def create_app(config: Config | None = None) -> Flask:
                                      config.ping_timeout_seconds) / 4),
         observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url)
     metrics.watch(app.extensions["nane"], connections)
+    if app.extensions["nane"].store is not None:  # /readyz asks Redis too
+        app.extensions["nane_ready_checks"] = {"redis": app.extensions["nane"].store.ping}
 
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)

@@ -20,6 +20,7 @@ import websocket
 import websockets
 
 from tests.conftest import receive, receive_close, send
+from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 from tests.ops_helpers import (client_frame, figure, metric, raw_upgrade, read_frames_until_end,
                                scrape, wait_for)
 
@@ -285,3 +286,12 @@ def test_settings_list_every_limit_as_an_integer(start_server):
         assert isinstance(settings[key], int), key
     assert settings["max_connections"] == 7 and settings["ping_interval_seconds"] == 3
     assert all(isinstance(value, int) for value in settings.values())
+
+
+def test_readyz_asks_redis_when_rooms_are_shared(start_server, redis_server):  # noqa: F811
+    server = start_server(redis_url=redis_server.url)
+    assert server.get("/readyz")["result"]["checks"] == ["hub", "redis", "registry"]
+    redis_server.kill()
+    status, _, body = server.request("/readyz")
+    assert status == 503 and json.loads(body)["error"].startswith("not ready: redis")
+    assert server.get("/healthz") == {"result": {"status": "ok"}}  # alive, just not ready
