@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import AsyncResult
@@ -44,11 +44,9 @@ class AskTimeout(ActorError):
     """The actor did not answer an ask in time."""
 
 
-class Envelope(NamedTuple):
-    """A message on its way, and where to put the reply (None for a tell)."""
-
-    message: Any
-    reply: AsyncResult | None
+# What a mailbox holds: (message, reply) — a message on its way, and where to
+# put the reply (None for a tell). A plain tuple: it is made on every send.
+Envelope = tuple
 
 
 class _Stop:
@@ -107,8 +105,9 @@ tracing = Tracing()
 
 def describe(message: Any, limit: int = TRACE_TEXT_LENGTH) -> str:
     """A message as the actor view shows it: a frame's text, or the message's repr, cut."""
-    if isinstance(message, (bytes, bytearray)):
-        text = bytes(message[: limit * 4]).decode("utf-8", "replace")
+    payload = getattr(message, "json", message)  # a frame on its way to a socket: its JSON
+    if isinstance(payload, (bytes, bytearray)):
+        text = bytes(payload[: limit * 4]).decode("utf-8", "replace")
     else:
         text = repr(message)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -212,9 +211,9 @@ class Actor:
         taken = []
         while not self._mailbox.empty():
             envelope = self._mailbox.peek()
-            if type(envelope) is _Stop or envelope.reply is not None:
+            if type(envelope) is _Stop or envelope[1] is not None:
                 break
-            taken.append(self._mailbox.get().message)
+            taken.append(self._mailbox.get()[0])
         if tracing.on:
             for message in taken:
                 self._remember(message)
@@ -245,8 +244,8 @@ class Actor:
             log.exception("actor=%s on_stop failed", self.name)
         while not self._mailbox.empty():
             envelope = self._mailbox.get()
-            if type(envelope) is not _Stop and envelope.reply is not None:
-                envelope.reply.set_exception(ActorStopped(f"{self.name} stopped"))
+            if type(envelope) is not _Stop and envelope[1] is not None:
+                envelope[1].set_exception(ActorStopped(f"{self.name} stopped"))
 
     def _give_up(self, reason: str) -> None:
         """Called by a supervisor that will not restart this actor again."""
@@ -281,7 +280,7 @@ class ActorRef:
             ActorStopped: the actor has stopped.
             MailboxFull: the actor's mailbox is at its limit.
         """
-        self._post(Envelope(message, None))
+        self._post(message, None)
 
     def ask(self, message: Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
         """Deliver `message` and wait for the actor's reply.
@@ -293,20 +292,20 @@ class ActorRef:
             Exception: whatever the actor raised while handling the message.
         """
         reply = AsyncResult()
-        self._post(Envelope(message, reply))
+        self._post(message, reply)
         try:
             return reply.get(timeout=timeout)
         except gevent.Timeout:
             raise AskTimeout(f"{self.name} did not answer within {timeout}s") from None
 
-    def _post(self, envelope: Envelope) -> None:
+    def _post(self, message: Any, reply: AsyncResult | None) -> None:
         actor = self._actor
         if not actor._running:
             raise ActorStopped(f"{actor.name} is stopped")
         limit = actor._mailbox_limit
         if limit is not None and actor._mailbox.qsize() >= limit:
             raise MailboxFull(f"{actor.name} has {limit} messages waiting")
-        actor._mailbox.put(envelope)
+        actor._mailbox.put((message, reply))  # an Envelope's fields, as a plain tuple: cheaper
 
     def stop(self, reason: Any = "stopped") -> None:
         """Stop after the messages already sent; later ones are refused.

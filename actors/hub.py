@@ -104,7 +104,7 @@ class HubActor(Actor):
     def receive(self, message):
         match message:
             case Deliver(posted, handed_at):
-                self._fan_out(posted.json)
+                self._fan_out(posted)
                 if self._observe is not None:
                     self._observe(time.monotonic() - handed_at)
             case Join(session):

@@ -10,10 +10,43 @@ receiver, the history and the room list reuse those bytes.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-PONG = b'{"pong":true}'
+
+class Frame:
+    """One server-to-client websocket text frame, encoded once for all its receivers.
+
+    `json` is the payload. `wire` is the whole RFC 6455 frame: frames from a
+    server are unmasked, so every connection gets the very same bytes, built on
+    first use and then shared by every outbox the frame is in.
+    """
+
+    __slots__ = ("json", "_wire")
+
+    def __init__(self, json: bytes):
+        self.json = json
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            size = len(self.json)
+            if size < 126:
+                header = bytes((0x81, size))
+            elif size < 65536:
+                header = struct.pack("!BBH", 0x81, 126, size)
+            else:
+                header = struct.pack("!BBQ", 0x81, 127, size)
+            self._wire = header + self.json
+        return self._wire
+
+    def __repr__(self) -> str:
+        return f"Frame({self.json[:80]!r})"
+
+
+PONG = Frame(b'{"pong":true}')
 
 
 # Why a frame is dropped, as a short label (the `reason` of nane_messages_dropped_total).
@@ -106,14 +139,14 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def error_frame(problem: BadFrame | str, id: str | None = None) -> bytes:
+def error_frame(problem: BadFrame | str, id: str | None = None) -> Frame:
     """The `?v=2` frame that names a dropped message's problem."""
     if isinstance(problem, BadFrame):
         problem, id = problem.reason, problem.id
     frame = {"error": problem}
     if id is not None:
         frame["id"] = id
-    return _encode(frame)
+    return Frame(_encode(frame))
 
 
 def format_created(ns: int) -> str:
@@ -123,7 +156,7 @@ def format_created(ns: int) -> str:
     return f"{stamp}.{fraction:09d}Z"
 
 
-class Message:
+class Message(Frame):
     """An accepted chat message, encoded once.
 
     `json` is the frame every receiver gets and the history keeps (with the
@@ -131,7 +164,7 @@ class Message:
     room's `last_message`.
     """
 
-    __slots__ = ("room", "created", "username", "text", "id", "json", "_summary")
+    __slots__ = ("room", "created", "username", "text", "id", "_summary")
 
     def __init__(self, room: str, created: str, username: str, text: str, id: str | None):
         self.room = room
@@ -139,7 +172,7 @@ class Message:
         self.username = username
         self.text = text
         self.id = id
-        self.json = _encode(self.as_dict())
+        super().__init__(_encode(self.as_dict()))
         self._summary: bytes | None = None
 
     def as_dict(self, with_id: bool = True) -> dict:

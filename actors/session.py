@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from actors.actor import Actor
+from actors.message import Frame
 
 log = logging.getLogger("nane.session")
 
@@ -29,8 +30,8 @@ log = logging.getLogger("nane.session")
 class Transport(Protocol):
     """What a session needs from a websocket (see app/transport.py)."""
 
-    def send(self, frames: list[bytes]) -> None:
-        """Write JSON text frames, in order; raises OSError when the peer is gone."""
+    def send(self, frames: list[Frame]) -> None:
+        """Write text frames, in order; raises OSError when the peer is gone."""
 
     def ping(self) -> None:
         """Send a websocket protocol ping; raises OSError when the peer is gone."""
@@ -85,6 +86,7 @@ class SessionActor(Actor):
         self._awaiting_pong_since: float | None = None
         self.closed_with: Disconnect | None = None  # why the server cut it off, if it did
         self.sent = 0
+        self.writes = 0  # system calls: sent / writes is how many frames each carried
 
     def receive(self, message) -> None:
         if type(message) is KeepAlive:
@@ -105,6 +107,7 @@ class SessionActor(Actor):
                 self._transport.close(1006, "write failed")
             else:
                 self.sent += len(frames)
+                self.writes += 1
         if tick:
             self._keep_alive()
 
@@ -148,4 +151,5 @@ class SessionActor(Actor):
             self._transport.close(1000, "")
 
     def info(self) -> dict:
-        return {"username": self.username, "sent": self.sent, "closed_with": self.closed_with}
+        return {"username": self.username, "sent": self.sent, "writes": self.writes,
+                "closed_with": self.closed_with}

@@ -21,6 +21,8 @@ import gevent
 from gevent.lock import Semaphore
 from geventwebsocket.websocket import Header, WebSocket
 
+from actors.message import Frame
+
 log = logging.getLogger("nane.transport")
 
 CLOSE_TIMEOUT = 1.0  # seconds a close frame may take before we drop the connection
@@ -29,16 +31,18 @@ OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
 
+def write_all(sock: socket.socket, data: bytes) -> None:
+    """Write `data`: one `send` when the kernel has room (nearly always), else wait for it."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
 class Binary(bytes):
     """A binary message: not part of the protocol, dropped like other bad input."""
 
 
 PING_FRAME = Header.encode_header(True, OP_PING, b"", 0, 0)
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked server-to-client text frame."""
-    return Header.encode_header(True, OP_TEXT, b"", len(payload), 0) + payload
 
 
 class GeventWebSocketTransport:
@@ -115,9 +119,9 @@ class GeventWebSocketTransport:
                 return data.decode("utf-8") if opcode == OP_TEXT else Binary(data)
         return None
 
-    def send(self, frames: list[bytes]) -> None:
-        """Write JSON text frames in one system call."""
-        self._send_raw(b"".join([text_frame(f) for f in frames]))
+    def send(self, frames: list[Frame]) -> None:
+        """Write text frames (each built once for all receivers) in one system call."""
+        self._send_raw(b"".join([f.wire for f in frames]))
 
     def ping(self) -> None:
         self._heard = False
@@ -130,7 +134,7 @@ class GeventWebSocketTransport:
         with self._write_lock:
             if self.closed:
                 raise OSError("connection closed")
-            self._write(data)
+            write_all(self._socket, data)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame if we can within CLOSE_TIMEOUT, then drop the socket."""
@@ -191,14 +195,13 @@ class SimpleWebSocketTransport:
     def answered(self) -> bool:
         return self._heard or self._ws.pong_received
 
-    def send(self, frames: list[bytes]) -> None:
-        from wsproto.events import TextMessage
-
+    def send(self, frames: list[Frame]) -> None:
+        # Our frames are plain RFC 6455 text frames (no compression bit), valid whatever
+        # extension wsproto negotiated, so they go out as built, not re-encoded per receiver.
         if self.closed or not self._ws.connected:
             raise OSError("connection closed")
         with self._write_lock:
-            data = b"".join(self._ws.ws.send(TextMessage(data=f.decode())) for f in frames)
-            self._ws.sock.sendall(data)
+            write_all(self._ws.sock, b"".join([f.wire for f in frames]))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:

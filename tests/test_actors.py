@@ -8,7 +8,7 @@ import pytest
 
 from actors.actor import Actor, ActorStopped, AskTimeout, MailboxFull
 from actors.hub import HubActor, Join
-from actors.message import Draft
+from actors.message import Draft, Frame
 from actors.registry import FindRoom, ListRooms, Post, RegistryActor
 from actors.room import GetHistory
 from actors.session import SLOW_CONSUMER, SessionActor
@@ -155,7 +155,7 @@ class ListTransport:
     def send(self, frames):
         if self.block is not None:
             self.block.wait()
-        self.frames.extend(json.loads(f) for f in frames)
+        self.frames.extend(json.loads(f.json) for f in frames)
         self.arrived.set()
 
     def close(self, code, reason):
@@ -235,7 +235,7 @@ def test_session_batches_frames_that_queue_up():
     transport.send = lambda frames: (calls.append(len(frames)), original(frames))
     session = SessionActor("s", transport, "u", max_outbox=100).start()
     for i in range(10):
-        session.tell(json.dumps({"n": i}).encode())
+        session.tell(Frame(json.dumps({"n": i}).encode()))
     gevent.sleep(0)
     gate.set()
     wait_for(lambda: len(transport.frames) == 10)
