@@ -201,7 +201,7 @@ class Message(Frame):
         message.room, message.created = data["room"], data["created"]
         message.username, message.text = data["sender"]["username"], data["text"]
         message.id = data.get("id")
-        message.json = bytes(raw)
+        Frame.__init__(message, bytes(raw))
         message._summary = None
         return message
 
