@@ -1,7 +1,8 @@
 """Reference (a): the minimal gevent + gevent-websocket broadcast server.
 
 A plain set of sockets; each accepted message is JSON-encoded once and sent in
-a loop to every socket. Deliberately naive: no TCP_NODELAY, pywsgi's default
+a loop to every socket (gevent-websocket then UTF-8-encodes the str per
+send: that is what the library does with text). Deliberately naive: no TCP_NODELAY, pywsgi's default
 response writing, nothing clever. It is the bar a minimal gevent server sets.
 Only the access log is off (log=None), so we do not benchmark stderr.
 
@@ -41,11 +42,11 @@ def handle_ws(environ, ws):
                 continue
             kind, data = got
             if kind == "pong":
-                ws.send(data, binary=False)
+                ws.send(data)
                 continue
             for s in list(SOCKETS):
                 try:
-                    s.send(data, binary=False)
+                    s.send(data)
                 except Exception:
                     SOCKETS.discard(s)
     except Exception:

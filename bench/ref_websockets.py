@@ -51,9 +51,9 @@ async def handler(ws):
                 continue
             kind, data = got
             if kind == "pong":
-                await ws.send(data, text=True)
+                await ws.send(data)
             else:
-                broadcast(CLIENTS, data, text=True)
+                broadcast(CLIENTS, data)  # encodes the str once
     except Exception:
         pass
     finally:

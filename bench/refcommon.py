@@ -42,8 +42,8 @@ class Rooms:
         self.rooms = {}  # lower(name) -> {"name", "history": deque}
 
     def accept(self, username, raw):
-        """Parse one client text frame. Returns ("pong", bytes) for a ping,
-        ("msg", bytes) for an accepted message (JSON encoded once), or None."""
+        """Parse one client text frame. Returns ("pong", str) for a ping,
+        ("msg", str) for an accepted message (JSON encoded once), or None."""
         try:
             d = json.loads(raw)
         except ValueError:
@@ -51,7 +51,7 @@ class Rooms:
         if not isinstance(d, dict):
             return None
         if d.get("ping") is True:
-            return ("pong", b'{"pong":true}')
+            return ("pong", '{"pong":true}')
         room, text = d.get("room"), d.get("text")
         if not isinstance(room, str) or not isinstance(text, str):
             return None
@@ -73,7 +73,7 @@ class Rooms:
         msg["sender"] = {"username": username}
         msg["text"] = text
         r["history"].append(msg)
-        return ("msg", json.dumps(msg, ensure_ascii=False).encode("utf-8"))
+        return ("msg", json.dumps(msg, ensure_ascii=False))
 
     # --- HTTP ---------------------------------------------------------------
     def settings(self):

@@ -1,0 +1,403 @@
+"""A cheap websocket load generator: one epoll loop, raw sockets.
+
+Most connections are *counters*: they recv() up to 256 KiB at a time into one
+shared buffer and only walk the frame headers to count complete messages (and
+answer protocol pings), never touching the payload. A few connections are
+*probes*: they assemble whole frames and hand the payload to a callback, which
+parses the JSON to measure latency and check order.
+
+The websocket client side (handshake, masked frames) is written here by hand:
+it is small, and it keeps the generator's CPU per received frame far below a
+Python server's, which is the point (see LoadGen.cpu_per_frame_us).
+
+Every wait is bounded: LoadGen.loop() takes a deadline and a stall timeout and
+returns False instead of hanging; the caller then reports what it counted as
+loss.
+"""
+import base64
+import errno
+import json
+import os
+import selectors
+import socket
+import time
+
+RECV_SIZE = 256 * 1024
+
+CONNECTING, HANDSHAKE, OPEN, CLOSED = range(4)
+
+_EV_R = selectors.EVENT_READ
+_EV_W = selectors.EVENT_WRITE
+
+
+def ws_frame(payload, opcode=1):
+    """A masked client frame (FIN set)."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    n = len(payload)
+    if n < 126:
+        hdr = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        hdr = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        hdr = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    if n:
+        m = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+        payload = (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big")
+    return hdr + mask + payload
+
+
+def json_frame(obj):
+    return ws_frame(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+def percentile(sorted_vals, p):
+    """Nearest-rank percentile of an already sorted list (None when empty)."""
+    if not sorted_vals:
+        return None
+    k = max(0, min(len(sorted_vals) - 1, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[k]
+
+
+class Conn:
+    __slots__ = ("g", "sock", "fd", "state", "idx", "probe", "on_msg", "hs",
+                 "inbuf", "carry", "skip", "count", "outbuf", "events", "user")
+
+    def __init__(self, g, idx, probe, on_msg):
+        self.g = g
+        self.idx = idx
+        self.probe = probe
+        self.on_msg = on_msg  # probe callback(conn, payload_bytes, recv_ns)
+        self.state = CONNECTING
+        self.hs = b""
+        self.inbuf = bytearray()
+        self.carry = b""
+        self.skip = 0
+        self.count = 0  # complete data frames (messages) received
+        self.outbuf = b""
+        self.events = 0
+        self.user = None  # free slot for scenarios
+
+    def send(self, data):
+        if self.state == CLOSED:
+            return
+        if self.outbuf:
+            self.outbuf += data
+            return
+        try:
+            k = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            k = 0
+        except OSError:
+            self.g._close(self, unexpected=True)
+            return
+        if k < len(data):
+            self.outbuf = data[k:]
+            self.g._want(self, _EV_R | _EV_W)
+
+
+class LoadGen:
+    def __init__(self, host, port, path="/ws"):
+        self.host, self.port, self.path = host, port, path
+        self.sel = selectors.EpollSelector()
+        self.buf = bytearray(RECV_SIZE)
+        self.mv = memoryview(self.buf)
+        self.conns = []
+        self.rx_frames = 0          # data frames received, all connections
+        self.last_rx_ns = 0         # monotonic ns of the last recv that completed a frame
+        self.last_progress = time.monotonic()
+        self.n_open = 0
+        self.connect_failures = 0
+        self.unexpected_closes = 0
+        self.pending = 0            # connections still connecting / handshaking
+
+    # ---- connection management -------------------------------------------
+    def _want(self, c, events):
+        if events == c.events:
+            return
+        if c.events == 0:
+            self.sel.register(c.sock, events, c)
+        elif events == 0:
+            self.sel.unregister(c.sock)
+        else:
+            self.sel.modify(c.sock, events, c)
+        c.events = events
+
+    def _start(self, c, username):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        c.sock, c.fd = s, s.fileno()
+        key = base64.b64encode(os.urandom(16)).decode()
+        c.outbuf = ("GET %s?username=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                    % (self.path, username, self.host, self.port, key)).encode()
+        err = s.connect_ex((self.host, self.port))
+        if err not in (0, errno.EINPROGRESS):
+            self.connect_failures += 1
+            c.state = CLOSED
+            s.close()
+            return
+        self.pending += 1
+        self._want(c, _EV_W)
+
+    def open(self, n, probes=0, on_msg=None, prefix="u", concurrency=256, timeout=60.0):
+        """Open n websocket connections; `probes` of them (spread evenly) are
+        probes calling on_msg. Returns the list of connections that opened."""
+        every = max(1, n // probes) if probes else 0
+        new = []
+        base = len(self.conns)
+        nprobes = 0
+        for i in range(n):
+            probe = bool(every) and i % every == 0 and nprobes < probes
+            nprobes += probe
+            c = Conn(self, base + i, probe, on_msg if probe else None)
+            new.append(c)
+        self.conns.extend(new)
+        todo = list(reversed(new))
+        deadline = time.monotonic() + timeout
+        while (todo or self.pending) and time.monotonic() < deadline:
+            while todo and self.pending < concurrency:
+                c = todo.pop()
+                self._start(c, "%s%d" % (prefix, c.idx))
+            self._poll(0.05)
+        for c in new:
+            if c.state != OPEN and c.state != CLOSED:
+                self.connect_failures += 1
+                self._close(c)
+        return [c for c in new if c.state == OPEN]
+
+    def _close(self, c, unexpected=False):
+        if c.state == CLOSED:
+            return
+        if c.state in (CONNECTING, HANDSHAKE):
+            self.pending -= 1
+        elif c.state == OPEN:
+            self.n_open -= 1
+            if unexpected:
+                self.unexpected_closes += 1
+        c.state = CLOSED
+        try:
+            self._want(c, 0)
+        except (KeyError, ValueError):
+            pass
+        c.sock.close()
+
+    def close_all(self):
+        for c in self.conns:
+            if c.state != CLOSED:
+                self._close(c)
+        self.conns = []
+        self.sel.close()
+
+    # ---- the loop ----------------------------------------------------------
+    def _poll(self, timeout):
+        for key, ev in self.sel.select(timeout):
+            c = key.data
+            if ev & _EV_W:
+                self._on_writable(c)
+            if ev & _EV_R and c.state != CLOSED:
+                self._on_readable(c)
+
+    def loop(self, until, timeout, stall=10.0, tick=None):
+        """Run until until() is true (returns True), or the deadline or a stall
+        of `stall` seconds without progress (returns False). tick(), when
+        given, is called every iteration and returns the seconds until it next
+        wants to run."""
+        deadline = time.monotonic() + timeout
+        self.last_progress = time.monotonic()
+        while True:
+            if until():
+                return True
+            now = time.monotonic()
+            if now >= deadline or now - self.last_progress > stall:
+                return False
+            t = min(deadline - now, 0.05)
+            if tick is not None:
+                t = max(0.0, min(t, tick()))
+            self._poll(t)
+
+    def _on_writable(self, c):
+        if c.state == CONNECTING:
+            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.connect_failures += 1
+                self._close(c)
+                return
+            c.state = HANDSHAKE
+        data = c.outbuf
+        if data:
+            try:
+                k = c.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                k = 0
+            except OSError:
+                self._close(c, unexpected=True)
+                return
+            c.outbuf = data[k:]
+        if not c.outbuf:
+            self._want(c, _EV_R)
+
+    def _on_readable(self, c):
+        try:
+            n = c.sock.recv_into(self.buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if n == 0:
+            self._close(c, unexpected=True)
+            return
+        if c.state == HANDSHAKE:
+            c.hs += self.buf[:n]
+            end = c.hs.find(b"\r\n\r\n")
+            if end < 0:
+                if len(c.hs) > 65536:
+                    self.connect_failures += 1
+                    self._close(c)
+                return
+            head, rest = c.hs[:end], c.hs[end + 4:]
+            c.hs = b""
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.connect_failures += 1
+                self.pending -= 1
+                c.state = OPEN  # so _close accounts it as open->closed below
+                self.n_open += 1
+                self._close(c)
+                return
+            self.pending -= 1
+            self.n_open += 1
+            c.state = OPEN
+            self.last_progress = time.monotonic()
+            if rest:
+                self._feed(c, rest, len(rest))
+            return
+        if c.carry:
+            data = c.carry + self.buf[:n]
+            c.carry = b""
+            self._feed(c, data, len(data))
+        else:
+            self._feed(c, self.buf, n)
+
+    def _feed(self, c, data, n):
+        if c.probe:
+            c.inbuf += data[:n] if n != len(data) else data
+            self._parse_probe(c)
+        else:
+            self._walk(c, data, n)
+
+    def _walk(self, c, data, n):
+        """Count complete data frames by walking headers only."""
+        i = c.skip
+        if i >= n:
+            c.skip = i - n
+            return
+        cnt = 0
+        while i < n:
+            if i + 2 > n:
+                break
+            b0 = data[i]
+            ln = data[i + 1] & 127
+            if ln < 126:
+                h = 2
+            elif ln == 126:
+                if i + 4 > n:
+                    break
+                ln = (data[i + 2] << 8) | data[i + 3]
+                h = 4
+            else:
+                if i + 10 > n:
+                    break
+                ln = int.from_bytes(data[i + 2:i + 10], "big")
+                h = 10
+            if b0 & 8:  # control frame (opcode >= 8): needs its payload
+                if i + h + ln > n:
+                    break
+                self._control(c, b0 & 15, bytes(data[i + h:i + h + ln]))
+                if c.state == CLOSED:
+                    return
+                i += h + ln
+                continue
+            if b0 & 128:
+                cnt += 1
+            i += h + ln
+        if i > n:
+            c.skip = i - n
+        else:
+            c.skip = 0
+            if i < n:
+                c.carry = bytes(data[i:n])
+        if cnt:
+            c.count += cnt
+            self.rx_frames += cnt
+            self.last_rx_ns = time.monotonic_ns()
+            self.last_progress = time.monotonic()
+
+    def _parse_probe(self, c):
+        buf = c.inbuf
+        n = len(buf)
+        i = 0
+        now = None
+        while i + 2 <= n:
+            b0 = buf[i]
+            ln = buf[i + 1] & 127
+            h = 2
+            if ln == 126:
+                if i + 4 > n:
+                    break
+                ln = (buf[i + 2] << 8) | buf[i + 3]
+                h = 4
+            elif ln == 127:
+                if i + 10 > n:
+                    break
+                ln = int.from_bytes(buf[i + 2:i + 10], "big")
+                h = 10
+            if i + h + ln > n:
+                break
+            payload = bytes(buf[i + h:i + h + ln])
+            i += h + ln
+            op = b0 & 15
+            if op >= 8:
+                self._control(c, op, payload)
+                if c.state == CLOSED:
+                    return
+                continue
+            if now is None:
+                now = time.monotonic_ns()
+            c.count += 1
+            self.rx_frames += 1
+            self.last_rx_ns = now
+            if c.on_msg is not None and op == 1:
+                c.on_msg(c, payload, now)
+        if i:
+            del buf[:i]
+            self.last_progress = time.monotonic()
+
+    def _control(self, c, op, payload):
+        if op == 9:  # ping -> pong
+            c.send(ws_frame(payload, 10))
+        elif op == 8:  # close from the server
+            self._close(c, unexpected=True)
+
+    # ---- measuring ourselves ----------------------------------------------
+    @staticmethod
+    def cpu():
+        return time.process_time()
+
+
+def barrier(g, sender, conns, timeout=20.0, room="bench"):
+    """Send one message and wait until every connection in `conns` has
+    received it: proves the server has registered them all. Resets counts.
+    Returns the number of connections that did not get it."""
+    for c in conns:
+        c.count = 0
+    g.rx_frames = 0
+    sender.send(json_frame({"room": room, "text": "w barrier"}))
+    target = len(conns)
+    g.loop(lambda: g.rx_frames >= target, timeout, stall=timeout)
+    missing = sum(1 for c in conns if c.count < 1)
+    for c in conns:
+        c.count = 0
+    g.rx_frames = 0
+    return missing

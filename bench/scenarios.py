@@ -1,0 +1,512 @@
+"""Benchmark scenarios. Each is a function (host, port, ..., server=...) that
+returns a dict of figures; every figure dict also carries `loss`, `reorder`
+and `gen_cpu_us_per_frame` where they apply, which run.py checks.
+
+All traffic goes to the given host (run.py passes 127.0.0.1 only). Every
+sending loop is bounded in count and in time; on a timeout a scenario returns
+what it counted, and what did not arrive is loss.
+"""
+import gc
+import json
+import selectors
+import socket
+import time
+
+from loadgen import LoadGen, barrier, json_frame, percentile
+
+
+def _ms(ns):
+    return None if ns is None else ns / 1e6
+
+
+# --------------------------------------------------------------------------
+# broadcast: one sender, window of W messages in flight, all N receive all
+# --------------------------------------------------------------------------
+class _BroadcastPhase:
+    def __init__(self, g, conns, sender, probes, messages, window, room="bench"):
+        self.g, self.conns, self.sender, self.probes = g, conns, sender, probes
+        self.M, self.W, self.room = messages, window, room
+        self.P = len(probes)
+        self.got = [0] * messages
+        self.maxlat = [0] * messages
+        self.reorder = 0
+        self.created_errors = 0
+        self.t_first = None
+        for p in probes:
+            p.user = [-1, ""]  # last seq, last created
+            p.on_msg = self.on_msg
+
+    def send(self, seq):
+        t = time.monotonic_ns()
+        if self.t_first is None:
+            self.t_first = t
+        self.sender.send(json_frame({"room": self.room, "text": "b %d %d" % (seq, t)}))
+
+    def on_msg(self, c, payload, now):
+        d = json.loads(payload)
+        text = d.get("text") if isinstance(d, dict) else None
+        if not isinstance(text, str) or not text.startswith("b "):
+            return
+        _, seq, t = text.split()
+        seq, t = int(seq), int(t)
+        u = c.user
+        if seq <= u[0]:
+            self.reorder += 1
+        else:
+            u[0] = seq
+        created = d.get("created") or ""
+        if created <= u[1]:
+            self.created_errors += 1
+        else:
+            u[1] = created
+        if seq >= self.M:
+            return
+        lat = now - t
+        if lat > self.maxlat[seq]:
+            self.maxlat[seq] = lat
+        self.got[seq] += 1
+        if c is self.sender and seq + self.W < self.M:
+            self.send(seq + self.W)
+
+    def run(self, timeout, stall=10.0):
+        g = self.g
+        for c in self.conns:
+            c.count = 0
+        g.rx_frames = 0
+        expected = len(self.conns) * self.M
+        cpu0 = time.process_time()
+        gc.disable()
+        try:
+            for seq in range(min(self.W, self.M)):
+                self.send(seq)
+            done = g.loop(lambda: g.rx_frames >= expected, timeout, stall=stall)
+        finally:
+            gc.enable()
+        cpu = time.process_time() - cpu0
+        rx = g.rx_frames
+        elapsed = max(1e-9, (g.last_rx_ns - self.t_first) / 1e9) if rx else None
+        lats = sorted(self.maxlat[s] for s in range(self.M) if self.got[s] == self.P)
+        return {
+            "clients": len(self.conns),
+            "messages": self.M,
+            "frames_per_s": rx / elapsed if elapsed else 0.0,
+            "fanout_p50_ms": _ms(percentile(lats, 50)),
+            "fanout_p95_ms": _ms(percentile(lats, 95)),
+            "fanout_p99_ms": _ms(percentile(lats, 99)),
+            "loss": max(0, expected - rx),
+            "extra_frames": max(0, rx - expected),
+            "reorder": self.reorder + self.created_errors,
+            "completed": done,
+            "gen_cpu_us_per_frame": cpu / rx * 1e6 if rx else None,
+        }
+
+
+def _setup_broadcast(g, n, probes):
+    conns = g.open(n, probes=probes, prefix="b")
+    ps = [c for c in conns if c.probe]
+    if not ps:
+        raise RuntimeError("no probe connection opened (%d of %d open)" % (len(conns), n))
+    return conns, ps
+
+
+def broadcast(host, port, clients=1000, messages=1000, window=4, probes=10,
+              timeout=180.0, server=None):
+    g = LoadGen(host, port)
+    try:
+        conns, ps = _setup_broadcast(g, clients, probes)
+        missing = barrier(g, ps[0], conns)
+        res = _BroadcastPhase(g, conns, ps[0], ps, messages, window).run(timeout)
+        res["connect_failures"] = g.connect_failures + (clients - len(conns))
+        res["barrier_missing"] = missing
+        res["loss"] += res["connect_failures"] * messages
+        res["disconnects"] = g.unexpected_closes
+        return res
+    finally:
+        g.close_all()
+
+
+# --------------------------------------------------------------------------
+# capacity: grow N by `step` until p95 fan-out exceeds the limit
+# --------------------------------------------------------------------------
+def capacity(host, port, step=1000, max_clients=10000, messages=200, window=4,
+             probes=10, limit_ms=250.0, budget_s=420.0, server=None):
+    g = LoadGen(host, port)
+    t_end = time.monotonic() + budget_s
+    conns, steps = [], []
+    best, best_p95 = 0, None
+    loss = reorder = 0
+    cpu_us = []
+    try:
+        while len(conns) + step <= max_clients and time.monotonic() < t_end:
+            new = g.open(step, probes=max(1, probes // 2), prefix="c%d_" % len(conns))
+            conns.extend(new)
+            ps = [c for c in conns if c.probe]
+            missing = barrier(g, ps[0], conns)
+            left = max(10.0, t_end - time.monotonic())
+            r = _BroadcastPhase(g, conns, ps[0], ps, messages, window).run(min(left, 120.0))
+            lost = r["loss"] + (step - len(new)) * messages
+            steps.append({"clients": len(conns), "p95_ms": r["fanout_p95_ms"],
+                          "frames_per_s": r["frames_per_s"], "loss": lost,
+                          "barrier_missing": missing})
+            if r["gen_cpu_us_per_frame"]:
+                cpu_us.append(r["gen_cpu_us_per_frame"])
+            if lost or r["reorder"] or len(new) < step:
+                loss += lost
+                reorder += r["reorder"]
+                break
+            if r["fanout_p95_ms"] is None or r["fanout_p95_ms"] > limit_ms:
+                break
+            best, best_p95 = len(conns), r["fanout_p95_ms"]
+        return {"capacity_clients": best, "capacity_p95_ms": best_p95,
+                "capacity_limit_hit": bool(steps) and best < steps[-1]["clients"],
+                "loss": loss, "reorder": reorder, "steps": steps,
+                "gen_cpu_us_per_frame": max(cpu_us) if cpu_us else None}
+    finally:
+        g.close_all()
+
+
+# --------------------------------------------------------------------------
+# idle: N open connections, server RSS per connection
+# --------------------------------------------------------------------------
+def idle(host, port, clients=5000, hold_s=3.0, server=None):
+    rss = server.rss if server is not None else None
+    g = LoadGen(host, port)
+    try:
+        # Warm the server up with one connection and one message first, so the
+        # "before" figure includes lazily imported code and caches.
+        warm = g.open(1, probes=1, prefix="w")
+        barrier(g, warm[0], warm)
+        g.loop(lambda: False, 0.5)
+        rss0 = rss() if rss else None
+        conns = g.open(clients, prefix="i")
+        missing = barrier(g, warm[0], warm + conns)
+        g.loop(lambda: False, hold_s)  # hold them, answering pings
+        rss1 = rss() if rss else None
+        # all still there? one more message must reach every one of them
+        everyone = warm + conns
+        for c in everyone:
+            c.count = 0
+        g.rx_frames = 0
+        warm[0].send(json_frame({"room": "bench", "text": "w idle check"}))
+        g.loop(lambda: g.rx_frames >= len(everyone), 30.0)
+        got = sum(1 for c in everyone if c.count >= 1)
+        failures = g.connect_failures + (clients - len(conns))
+        return {
+            "idle_clients": len(conns),
+            "rss_before_mib": rss0 / 2**20 if rss else None,
+            "rss_after_mib": rss1 / 2**20 if rss else None,
+            "rss_per_conn_kib": (rss1 - rss0) / 1024 / max(1, len(conns)) if rss else None,
+            "connect_failures": failures,
+            "barrier_missing": missing,
+            "loss": (len(everyone) - got) + failures,
+            "disconnects": g.unexpected_closes,
+            "reorder": 0,
+        }
+    finally:
+        g.close_all()
+
+
+# --------------------------------------------------------------------------
+# chat: C clients, each sending R msg/s into one of K rooms; all receive all
+# --------------------------------------------------------------------------
+def chat(host, port, clients=50, rate=2.0, rooms=10, duration_s=10.0, server=None):
+    g = LoadGen(host, port)
+    try:
+        conns = g.open(clients, probes=clients, prefix="chat")
+        n = len(conns)
+        if n == 0:
+            raise RuntimeError("no chat connection opened")
+        missing = barrier(g, conns[0], conns)
+        lats = []
+        stats = {"reorder": 0, "created": 0, "gaps": 0}
+        for c in conns:
+            c.user = ([-1] * n, [""])
+
+        def on_msg(c, payload, now):
+            d = json.loads(payload)
+            text = d.get("text") if isinstance(d, dict) else None
+            if not isinstance(text, str) or not text.startswith("c "):
+                return
+            _, s, seq, t = text.split()
+            s, seq = int(s), int(seq)
+            last, cr = c.user
+            if seq <= last[s]:
+                stats["reorder"] += 1
+            else:
+                if seq != last[s] + 1:
+                    stats["gaps"] += 1
+                last[s] = seq
+            created = d.get("created") or ""
+            if created <= cr[0]:
+                stats["created"] += 1
+            else:
+                cr[0] = created
+            lats.append(now - int(t))
+
+        for c in conns:
+            c.on_msg = on_msg
+        total = int(duration_s * n * rate)
+        interval_ns = int(1e9 / (n * rate))
+        state = {"k": 0}
+        t0 = time.monotonic_ns() + 10_000_000
+
+        def tick():
+            now = time.monotonic_ns()
+            k = state["k"]
+            while k < total and now >= t0 + k * interval_ns:
+                i = k % n
+                conns[i].send(json_frame({"room": "chat-%d" % (i % rooms),
+                                          "text": "c %d %d %d" % (i, k // n, time.monotonic_ns())}))
+                k += 1
+            state["k"] = k
+            if k >= total:
+                return 0.05
+            return max(0.0, (t0 + k * interval_ns - time.monotonic_ns()) / 1e9)
+
+        for c in conns:
+            c.count = 0
+        g.rx_frames = 0
+        expected = total * n
+        cpu0 = time.process_time()
+        gc.disable()
+        try:
+            g.loop(lambda: state["k"] >= total and g.rx_frames >= expected,
+                   duration_s + 30.0, stall=10.0, tick=tick)
+        finally:
+            gc.enable()
+        cpu = time.process_time() - cpu0
+        lats.sort()
+        return {
+            "chat_clients": n,
+            "chat_messages": state["k"],
+            "chat_p50_ms": _ms(percentile(lats, 50)),
+            "chat_p95_ms": _ms(percentile(lats, 95)),
+            "chat_p99_ms": _ms(percentile(lats, 99)),
+            "chat_max_ms": _ms(lats[-1]) if lats else None,
+            "loss": max(0, expected - g.rx_frames) + (clients - n) * total,
+            "reorder": stats["reorder"] + stats["created"],
+            "barrier_missing": missing,
+            "disconnects": g.unexpected_closes,
+            "gen_cpu_us_per_frame": cpu / g.rx_frames * 1e6 if g.rx_frames else None,
+        }
+    finally:
+        g.close_all()
+
+
+# --------------------------------------------------------------------------
+# http: keep-alive HTTP/1.1 clients on raw sockets
+# --------------------------------------------------------------------------
+def _prefill(host, port, items, window=64, timeout=60.0):
+    """Send (room, text) items over one websocket with `window` in flight,
+    waiting for the echoes. Returns how many echoes came back."""
+    g = LoadGen(host, port)
+    try:
+        c = g.open(1, probes=1, prefix="fill")
+        if not c:
+            return 0
+        c = c[0]
+        c.count = 0
+        state = {"sent": 0}
+
+        def pump():
+            while state["sent"] < len(items) and state["sent"] - c.count < window:
+                room, text = items[state["sent"]]
+                c.send(json_frame({"room": room, "text": text}))
+                state["sent"] += 1
+            return 0.05
+
+        g.loop(lambda: c.count >= len(items), timeout, stall=10.0, tick=pump)
+        return c.count
+    finally:
+        g.close_all()
+
+
+def _http_get_once(host, port, path, timeout=10.0):
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
+                   % (path, host, port)).encode())
+        data = b""
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        out, rest = b"", body
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            size = int(size.split(b";")[0], 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        body = out
+    return status, headers, body
+
+
+class _HttpConn:
+    __slots__ = ("sock", "buf", "t0", "n")
+
+
+def _response_end(buf):
+    """Index just past one complete response in buf, or -1; and whether the
+    server said Connection: close."""
+    he = buf.find(b"\r\n\r\n")
+    if he < 0:
+        return -1, False
+    head = bytes(buf[:he]).lower()
+    close = b"\nconnection: close" in head
+    body = he + 4
+    i = head.find(b"\ncontent-length:")
+    if i >= 0:
+        j = head.find(b"\r\n", i + 1)
+        cl = int(head[i + 16:j if j >= 0 else len(head)])
+        end = body + cl
+        return (end if len(buf) >= end else -1), close
+    if b"\ntransfer-encoding: chunked" in head:
+        pos = body
+        while True:
+            le = buf.find(b"\r\n", pos)
+            if le < 0:
+                return -1, close
+            size = int(bytes(buf[pos:le]).split(b";")[0], 16)
+            pos = le + 2 + size + 2
+            if size == 0:
+                # no trailers expected
+                return (pos if len(buf) >= pos else -1), close
+            if len(buf) < pos:
+                return -1, close
+    return -1, True  # read until close (handled by caller)
+
+
+def http_load(host, port, path, seconds=5.0, connections=4):
+    req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (path, host, port)).encode()
+    sel = selectors.EpollSelector()
+    lats, errors, reconnects, statuses = [], 0, 0, {}
+    conns = []
+
+    def connect(h):
+        s = socket.create_connection((host, port), timeout=5.0)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        h.sock, h.buf = s, bytearray()
+        sel.register(s, selectors.EVENT_READ, h)
+
+    def fire(h):
+        h.t0 = time.monotonic_ns()
+        h.sock.sendall(req)  # small; fits the socket buffer
+
+    for _ in range(connections):
+        h = _HttpConn()
+        connect(h)
+        conns.append(h)
+    cpu0 = time.process_time()
+    t_start = time.monotonic()
+    deadline = t_start + seconds
+    hard = deadline + 10.0
+    outstanding = 0
+    for h in conns:
+        fire(h)
+        outstanding += 1
+    while outstanding and time.monotonic() < hard:
+        for key, _ in sel.select(0.05):
+            h = key.data
+            try:
+                b = h.sock.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                b = b""
+            if b:
+                h.buf += b
+            end, close = _response_end(h.buf)
+            if not b and end < 0:
+                # the server closed: with a read-until-close response it is done
+                he = h.buf.find(b"\r\n\r\n")
+                if he >= 0:
+                    end = len(h.buf)
+                else:
+                    errors += 1
+                close = True
+            if end >= 0:
+                now = time.monotonic_ns()
+                st = bytes(h.buf[9:12])
+                statuses[st] = statuses.get(st, 0) + 1
+                if st[:1] == b"2":
+                    lats.append(now - h.t0)
+                else:
+                    errors += 1
+                del h.buf[:end]
+            if end >= 0 or not b:
+                outstanding -= 1
+                if close or not b:
+                    sel.unregister(h.sock)
+                    h.sock.close()
+                    if time.monotonic() < deadline:
+                        reconnects += 1
+                        try:
+                            connect(h)
+                        except OSError:
+                            errors += 1
+                            continue
+                if time.monotonic() < deadline and h.sock.fileno() >= 0:
+                    fire(h)
+                    outstanding += 1
+    elapsed = time.monotonic() - t_start
+    cpu = time.process_time() - cpu0
+    for h in conns:
+        try:
+            sel.unregister(h.sock)
+        except (KeyError, ValueError):
+            pass
+        h.sock.close()
+    sel.close()
+    lats.sort()
+    return {"rps": len(lats) / elapsed, "p50_ms": _ms(percentile(lats, 50)),
+            "p99_ms": _ms(percentile(lats, 99)), "errors": errors + outstanding,
+            "reconnects": reconnects, "gen_cpu_s": cpu}
+
+
+def http(host, port, seconds=5.0, connections=4, history_messages=1024, rooms=1000,
+         server=None):
+    filler = "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor %05d"
+    items = [("full", filler % i) for i in range(history_messages)]
+    items += [("room-%04d" % i, "hello from room %d" % i) for i in range(rooms)]
+    echoed = _prefill(host, port, items)
+    out = {"prefill_lost": len(items) - echoed}
+    # sanity: the endpoints answer what we think they do
+    checks = {}
+    for name, path in (("history", "/api/rooms/full/history"), ("rooms", "/api/rooms"),
+                       ("settings", "/api/settings")):
+        try:
+            st, hd, body = _http_get_once(host, port, path)
+            res = json.loads(body).get("result")
+            checks[name] = (st, hd.get("content-type"),
+                            len(res) if isinstance(res, list) else None, len(body))
+        except Exception as e:  # noqa: BLE001 - report, do not crash the run
+            checks[name] = ("error", repr(e), None, 0)
+    out["history_len"] = checks["history"][2]
+    out["rooms_len"] = checks["rooms"][2]
+    out["history_bytes"] = checks["history"][3]
+    out["rooms_bytes"] = checks["rooms"][3]
+    cpu = 0.0
+    nreq = 0
+    errors = 0
+    for name, path in (("history", "/api/rooms/full/history"), ("rooms", "/api/rooms"),
+                       ("settings", "/api/settings")):
+        r = http_load(host, port, path, seconds, connections)
+        out[name + "_rps"] = r["rps"]
+        out[name + "_p50_ms"] = r["p50_ms"]
+        out[name + "_p99_ms"] = r["p99_ms"]
+        out[name + "_reconnects"] = r["reconnects"]
+        errors += r["errors"]
+        cpu += r["gen_cpu_s"]
+        nreq += int(r["rps"] * seconds)
+    out["http_errors"] = errors
+    out["loss"] = out["prefill_lost"]
+    out["reorder"] = 0
+    out["gen_cpu_us_per_request"] = cpu / nreq * 1e6 if nreq else None
+    return out
