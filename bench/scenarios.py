@@ -23,8 +23,9 @@ def _ms(ns):
 # broadcast: one sender, window of W messages in flight, all N receive all
 # --------------------------------------------------------------------------
 class _BroadcastPhase:
-    def __init__(self, g, conns, sender, probes, messages, window, room="bench"):
+    def __init__(self, g, conns, sender, probes, messages, window, room="bench", server=None):
         self.g, self.conns, self.sender, self.probes = g, conns, sender, probes
+        self.server = server
         self.M, self.W, self.room = messages, window, room
         self.P = len(probes)
         self.got = [0] * messages
@@ -75,6 +76,7 @@ class _BroadcastPhase:
         g.rx_frames = 0
         expected = len(self.conns) * self.M
         cpu0 = time.process_time()
+        scpu0 = _server_cpu(self.server)
         gc.disable()
         try:
             for seq in range(min(self.W, self.M)):
@@ -83,6 +85,7 @@ class _BroadcastPhase:
         finally:
             gc.enable()
         cpu = time.process_time() - cpu0
+        scpu = _server_cpu(self.server)
         rx = g.rx_frames
         elapsed = max(1e-9, (g.last_rx_ns - self.t_first) / 1e9) if rx else None
         lats = sorted(self.maxlat[s] for s in range(self.M) if self.got[s] == self.P)
@@ -98,7 +101,15 @@ class _BroadcastPhase:
             "reorder": self.reorder + self.created_errors,
             "completed": done,
             "gen_cpu_us_per_frame": cpu / rx * 1e6 if rx else None,
+            "server_cpu_us_per_frame": (scpu - scpu0) / rx * 1e6 if rx and scpu is not None else None,
         }
+
+
+def _server_cpu(server):
+    try:
+        return server.cpu() if server is not None else None
+    except Exception:  # noqa: BLE001 - the server may be gone; figures say so
+        return None
 
 
 def _setup_broadcast(g, n, probes):
@@ -115,7 +126,7 @@ def broadcast(host, port, clients=1000, messages=1000, window=4, probes=10,
     try:
         conns, ps = _setup_broadcast(g, clients, probes)
         missing = barrier(g, ps[0], conns)
-        res = _BroadcastPhase(g, conns, ps[0], ps, messages, window).run(timeout)
+        res = _BroadcastPhase(g, conns, ps[0], ps, messages, window, server=server).run(timeout)
         res["connect_failures"] = g.connect_failures + (clients - len(conns))
         res["barrier_missing"] = missing
         res["loss"] += res["connect_failures"] * messages
@@ -130,36 +141,46 @@ def broadcast(host, port, clients=1000, messages=1000, window=4, probes=10,
 # --------------------------------------------------------------------------
 def capacity(host, port, step=1000, max_clients=10000, messages=200, window=4,
              probes=10, limit_ms=250.0, budget_s=420.0, server=None):
+    """Largest N (a multiple of `step`) whose broadcast p95 fan-out stays
+    within limit_ms with no loss. The step that fails is reported as the stop
+    reason; loss there is where the server gave out, shown as loss_at_stop."""
     g = LoadGen(host, port)
     t_end = time.monotonic() + budget_s
     conns, steps = [], []
     best, best_p95 = 0, None
-    loss = reorder = 0
+    reorder = 0
+    loss_at_stop = 0
+    stop = "max_clients"
     cpu_us = []
     try:
-        while len(conns) + step <= max_clients and time.monotonic() < t_end:
+        while len(conns) + step <= max_clients:
+            if time.monotonic() >= t_end:
+                stop = "time_budget"
+                break
             new = g.open(step, probes=max(1, probes // 2), prefix="c%d_" % len(conns))
             conns.extend(new)
             ps = [c for c in conns if c.probe]
             missing = barrier(g, ps[0], conns)
             left = max(10.0, t_end - time.monotonic())
-            r = _BroadcastPhase(g, conns, ps[0], ps, messages, window).run(min(left, 120.0))
+            r = _BroadcastPhase(g, conns, ps[0], ps, messages, window,
+                                server=server).run(min(left, 120.0))
             lost = r["loss"] + (step - len(new)) * messages
             steps.append({"clients": len(conns), "p95_ms": r["fanout_p95_ms"],
                           "frames_per_s": r["frames_per_s"], "loss": lost,
                           "barrier_missing": missing})
+            reorder += r["reorder"]
             if r["gen_cpu_us_per_frame"]:
                 cpu_us.append(r["gen_cpu_us_per_frame"])
-            if lost or r["reorder"] or len(new) < step:
-                loss += lost
-                reorder += r["reorder"]
+            if lost or len(new) < step:
+                loss_at_stop, stop = lost, "loss"
                 break
             if r["fanout_p95_ms"] is None or r["fanout_p95_ms"] > limit_ms:
+                stop = "p95"
                 break
             best, best_p95 = len(conns), r["fanout_p95_ms"]
         return {"capacity_clients": best, "capacity_p95_ms": best_p95,
-                "capacity_limit_hit": bool(steps) and best < steps[-1]["clients"],
-                "loss": loss, "reorder": reorder, "steps": steps,
+                "capacity_stop": stop, "loss_at_stop": loss_at_stop,
+                "loss": 0, "reorder": reorder, "steps": steps,
                 "gen_cpu_us_per_frame": max(cpu_us) if cpu_us else None}
     finally:
         g.close_all()

@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Run the nane benchmarks against nane and the two reference servers.
+
+    python bench/run.py [--quick] [--runs 3] [--only broadcast,chat,...]
+                        [--servers nane,nane-gunicorn,ref-gevent,ref-websockets]
+
+Each (run, server, scenario) gets a fresh server subprocess on a free
+127.0.0.1 port, pinned to CPU 1, while this process (the load generator) pins
+itself to CPU 0. The table shows the median of the runs for each figure and
+the ratio nane / better reference. See bench/README.md.
+
+Exit status: 1 on loss, reordering, a crashed or unstartable server, or a
+scenario error; never because of a timing.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import scenarios  # noqa: E402
+
+try:
+    import psutil
+except ImportError:  # RSS/CPU figures become n/a
+    psutil = None
+
+HOST = "127.0.0.1"  # never anything else
+SERVER_CPU = 1
+GEN_CPU = 0
+
+SCENARIOS = ["broadcast", "capacity", "idle", "chat", "http"]
+
+FULL = {
+    "broadcast": dict(clients=1000, messages=1000, window=4, probes=10),
+    "capacity": dict(step=1000, max_clients=12000, messages=200, window=4, limit_ms=250.0,
+                     budget_s=420.0),
+    "idle": dict(clients=5000, hold_s=3.0),
+    "chat": dict(clients=50, rate=2.0, rooms=10, duration_s=10.0),
+    "http": dict(seconds=5.0, connections=4, history_messages=1024, rooms=1000),
+}
+QUICK = {
+    "broadcast": dict(clients=50, messages=50, window=4, probes=5, timeout=30.0),
+    "capacity": dict(step=100, max_clients=200, messages=20, window=4, limit_ms=250.0,
+                     budget_s=30.0),
+    "idle": dict(clients=200, hold_s=0.5),
+    "chat": dict(clients=10, rate=2.0, rooms=10, duration_s=2.0),
+    "http": dict(seconds=1.0, connections=4, history_messages=1024, rooms=1000),
+}
+
+# (scenario, key, label, higher_is_better, format)
+FIGURES = [
+    ("broadcast", "frames_per_s", "broadcast: delivered frames/s", True, "{:,.0f}"),
+    ("broadcast", "fanout_p50_ms", "broadcast: fan-out p50 ms", False, "{:.1f}"),
+    ("broadcast", "fanout_p95_ms", "broadcast: fan-out p95 ms", False, "{:.1f}"),
+    ("broadcast", "fanout_p99_ms", "broadcast: fan-out p99 ms", False, "{:.1f}"),
+    ("broadcast", "server_cpu_us_per_frame", "broadcast: server CPU us/frame", False, "{:.2f}"),
+    ("capacity", "capacity_clients", "capacity: clients, p95<=250ms", True, "{:,.0f}"),
+    ("capacity", "capacity_p95_ms", "capacity: p95 ms at that N", False, "{:.1f}"),
+    ("idle", "rss_per_conn_kib", "idle: server RSS KiB/conn", False, "{:.1f}"),
+    ("chat", "chat_p50_ms", "chat: latency p50 ms", False, "{:.2f}"),
+    ("chat", "chat_p99_ms", "chat: latency p99 ms", False, "{:.2f}"),
+    ("http", "history_rps", "http: /history (1024 msgs) req/s", True, "{:,.0f}"),
+    ("http", "history_p99_ms", "http: /history p99 ms", False, "{:.1f}"),
+    ("http", "rooms_rps", "http: /api/rooms (1000) req/s", True, "{:,.0f}"),
+    ("http", "rooms_p99_ms", "http: /api/rooms p99 ms", False, "{:.1f}"),
+    ("http", "settings_rps", "http: /api/settings req/s", True, "{:,.0f}"),
+    ("http", "settings_p99_ms", "http: /api/settings p99 ms", False, "{:.1f}"),
+    ("broadcast", "gen_cpu_us_per_frame", "generator CPU us/frame (broadcast)", None, "{:.2f}"),
+    ("capacity", "gen_cpu_us_per_frame", "generator CPU us/frame (capacity, max)", None, "{:.2f}"),
+]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# servers
+# --------------------------------------------------------------------------
+def _gunicorn_argv(port):
+    argv = ["gunicorn"]
+    if os.path.exists(os.path.join(ROOT, "gunicorn.conf.py")):
+        # the Procfile's mode: its config, with our bind and one worker
+        argv += ["-c", "gunicorn.conf.py"]
+    else:
+        argv += ["-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"]
+    return argv + ["-w", "1", "-b", "%s:%d" % (HOST, port), "app.wsgi:app"]
+
+
+def server_specs(nane_args):
+    py = sys.executable
+    return {
+        "nane": {
+            "argv": lambda port: [py, "-m", "app", "--addr", "%s:%d" % (HOST, port)] + nane_args,
+            "missing": None if os.path.exists(os.path.join(ROOT, "app", "__main__.py"))
+            else "app/__main__.py not found beside bench/ (nane not merged yet?)",
+            "http": True,
+        },
+        "nane-gunicorn": {
+            "argv": _gunicorn_argv,
+            "missing": None if os.path.exists(os.path.join(ROOT, "app", "wsgi.py"))
+            else "app/wsgi.py not found beside bench/ (nane not merged yet?)",
+            "http": True,
+        },
+        "ref-gevent": {
+            "argv": lambda port: [py, os.path.join(HERE, "ref_gevent.py"), "--addr",
+                                  "%s:%d" % (HOST, port)],
+            "missing": None,
+            "http": True,
+        },
+        "ref-websockets": {
+            "argv": lambda port: [py, os.path.join(HERE, "ref_websockets.py"), "--addr",
+                                  "%s:%d" % (HOST, port)],
+            "missing": None,
+            # websockets answers one HTTP request per connection (no keep-alive)
+            "http": False,
+        },
+    }
+
+
+class Server:
+    def __init__(self, name, argv_fn, logdir, pin):
+        self.name, self.argv_fn, self.logdir, self.pin = name, argv_fn, logdir, pin
+        self.proc = None
+        self.port = None
+        self.logpath = None
+
+    def start(self, tag):
+        self.port = free_port()
+        argv = self.argv_fn(self.port)
+        self.logpath = os.path.join(self.logdir, "%s-%s.log" % (self.name, tag))
+        logf = open(self.logpath, "wb")
+        pin = self.pin
+
+        def pre():
+            if pin:
+                os.sched_setaffinity(0, {SERVER_CPU})
+
+        env = dict(os.environ, PORT=str(self.port), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, preexec_fn=pre,
+                                     start_new_session=True, env=env)
+        logf.close()
+        self.argv = argv
+
+    def wait_ready(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection((HOST, self.port), timeout=2.0) as s:
+                    s.sendall(("GET /ws?username=ready HTTP/1.1\r\nHost: %s:%d\r\n"
+                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                               "Sec-WebSocket-Version: 13\r\n\r\n" % (HOST, self.port)).encode())
+                    head = s.recv(4096)
+                    if head.startswith(b"HTTP/1.1 101"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def _procs(self):
+        if psutil is None or self.proc is None:
+            return []
+        try:
+            p = psutil.Process(self.proc.pid)
+            return [p] + p.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def rss(self):
+        """Resident set size of the server's process tree, bytes (VmRSS)."""
+        total = 0
+        for p in self._procs():
+            try:
+                with open("/proc/%d/status" % p.pid) as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+    def cpu(self):
+        """User+system CPU seconds of the server's process tree."""
+        total = 0.0
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # our own session only
+            except ProcessLookupError:
+                pass
+            try:
+                rc = self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                rc = self.proc.wait(5.0)
+        self.proc = None
+        return rc
+
+
+# --------------------------------------------------------------------------
+# table
+# --------------------------------------------------------------------------
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, f):
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return str(v)
+    try:
+        return f.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def build_table(results, servers, only, runs):
+    """results[server][scenario] = list of figure dicts (one per run)."""
+    nanes = [s for s in servers if s.startswith("nane")]
+    refs = [s for s in servers if s.startswith("ref-")]
+    header = ["figure"] + servers + ["%s/best-ref" % n for n in nanes if refs]
+    rows = []
+    for scen, key, label, higher, f in FIGURES:
+        if scen not in only:
+            continue
+        med = {s: median([r.get(key) for r in results.get(s, {}).get(scen, [])])
+               for s in servers}
+        row = [label] + [fmt(med[s], f) for s in servers]
+        if refs:
+            ref_vals = [med[r] for r in refs if med[r] is not None]
+            for n in nanes:
+                if higher is None or not ref_vals or med[n] is None:
+                    row.append("")
+                    continue
+                best = max(ref_vals) if higher else min(ref_vals)
+                row.append("%.2fx" % (med[n] / best) if best else "")
+        rows.append(row)
+    # correctness rows: worst over runs and scenarios
+    for key, label in (("loss", "loss (frames, all scenarios, worst run)"),
+                       ("reorder", "reorder (all scenarios, worst run)")):
+        row = [label]
+        for s in servers:
+            per_run = {}
+            for scen in only:
+                for i, r in enumerate(results.get(s, {}).get(scen, [])):
+                    if r.get(key) is not None:
+                        per_run[i] = per_run.get(i, 0) + r[key]
+            row.append(str(max(per_run.values())) if per_run else "n/a")
+        row += [""] * (len(header) - len(row))
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i])
+                       for i, c in enumerate(r)) for r in [header] + rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+def main():
+    ap = argparse.ArgumentParser(description="nane benchmarks (see bench/README.md)")
+    ap.add_argument("--quick", action="store_true", help="seconds-long smoke run (CI)")
+    ap.add_argument("--runs", type=int, default=None, help="runs per figure (default 3, quick 1)")
+    ap.add_argument("--only", default=",".join(SCENARIOS),
+                    help="comma list of scenarios: " + ",".join(SCENARIOS))
+    ap.add_argument("--servers", default="nane,nane-gunicorn,ref-gevent,ref-websockets")
+    ap.add_argument("--clients", type=int, help="override broadcast clients")
+    ap.add_argument("--messages", type=int, help="override broadcast messages")
+    ap.add_argument("--nane-args", default="", help="extra args for `python -m app`")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
+    ap.add_argument("--json", help="also write raw per-run figures to this file")
+    ap.add_argument("--logdir", help="server logs (default: a temp dir)")
+    a = ap.parse_args()
+
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    bad = [s for s in only if s not in SCENARIOS]
+    if bad:
+        ap.error("unknown scenario(s): %s" % ",".join(bad))
+    params = {k: dict(v) for k, v in (QUICK if a.quick else FULL).items()}
+    if a.clients:
+        params["broadcast"]["clients"] = a.clients
+    if a.messages:
+        params["broadcast"]["messages"] = a.messages
+    runs = a.runs or (1 if a.quick else 3)
+
+    pin = not a.no_pin and len(os.sched_getaffinity(0)) >= 2
+    if pin:
+        os.sched_setaffinity(0, {GEN_CPU})
+    specs = server_specs(a.nane_args.split())
+    servers = []
+    failures = []
+    for s in [x.strip() for x in a.servers.split(",") if x.strip()]:
+        if s not in specs:
+            ap.error("unknown server %s (known: %s)" % (s, ", ".join(specs)))
+        if specs[s]["missing"]:
+            log("SKIP %s: %s" % (s, specs[s]["missing"]))
+            continue
+        servers.append(s)
+    if not servers:
+        log("no server to run")
+        return 2
+    logdir = a.logdir or tempfile.mkdtemp(prefix="nane-bench-")
+    os.makedirs(logdir, exist_ok=True)
+    log("server logs: %s; pinning: %s" % (
+        logdir, "server CPU %d, generator CPU %d" % (SERVER_CPU, GEN_CPU) if pin else "off"))
+
+    results = {s: {} for s in servers}
+    t_start = time.monotonic()
+    for run in range(runs):
+        for scen in only:
+            for s in servers:
+                if scen == "http" and not specs[s]["http"]:
+                    continue
+                srv = Server(s, specs[s]["argv"], logdir, pin)
+                tag = "%s-%d" % (scen, run + 1)
+                srv.start(tag)
+                if not srv.wait_ready():
+                    rc = srv.stop()
+                    failures.append("%s %s: server did not start (rc %s, log %s)"
+                                    % (s, tag, rc, srv.logpath))
+                    log("FAIL " + failures[-1])
+                    continue
+                t0 = time.monotonic()
+                try:
+                    res = getattr(scenarios, scen)(HOST, srv.port, server=srv, **params[scen])
+                except Exception as e:  # noqa: BLE001 - report it and go on
+                    res = {"error": repr(e)}
+                alive = srv.alive()
+                rc = srv.stop()
+                res["seconds"] = round(time.monotonic() - t0, 1)
+                results[s].setdefault(scen, []).append(res)
+                brief = {k: (round(v, 3) if isinstance(v, float) else v)
+                         for k, v in res.items() if k != "steps"}
+                log("[run %d] %-14s %-9s %s" % (run + 1, s, scen, json.dumps(brief)))
+                if "steps" in res:
+                    log("    capacity steps: " + json.dumps(res["steps"]))
+                if "error" in res:
+                    failures.append("%s %s: %s" % (s, tag, res["error"]))
+                if not alive:
+                    failures.append("%s %s: server crashed during the scenario (rc %s, log %s)"
+                                    % (s, tag, rc, srv.logpath))
+                if res.get("loss"):
+                    failures.append("%s %s: loss %s" % (s, tag, res["loss"]))
+                if res.get("reorder"):
+                    failures.append("%s %s: reorder %s" % (s, tag, res["reorder"]))
+                for k in ("history_len", "rooms_len"):
+                    want = params["http"]["history_messages" if k == "history_len" else "rooms"]
+                    if k in res and (res[k] or 0) < want:
+                        log("WARN %s %s: %s = %s, expected >= %d (server limits?)"
+                            % (s, tag, k, res[k], want))
+                if failures and failures[-1].startswith(s + " " + tag):
+                    log("FAIL " + failures[-1])
+
+    cpu_model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    print("nane bench %s — %s, %d CPUs (%s), Python %s, %s; %d run(s), medians; %s; %.0f s"
+          % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+             cpu_model or platform.machine(), os.cpu_count(),
+             "server pinned to CPU %d, generator to CPU %d" % (SERVER_CPU, GEN_CPU) if pin
+             else "unpinned", platform.python_version(), platform.system(), runs,
+             "quick" if a.quick else "full", time.monotonic() - t_start))
+    print("params: " + json.dumps({k: params[k] for k in only}))
+    print(build_table(results, servers, only, runs))
+    print("ratio = nane / better reference (higher-is-better figures: >1 wins; "
+          "lower-is-better figures: <1 wins); n/a = not measured")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"params": params, "servers": servers, "runs": runs,
+                       "results": results, "failures": failures}, f, indent=1)
+    if failures:
+        print("FAILURES:")
+        for x in failures:
+            print("  " + x)
+        return 1
+    print("OK: no loss, no reordering, no crashed server")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
