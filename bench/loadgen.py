@@ -18,7 +18,7 @@ import base64
 import errno
 import json
 import os
-import selectors
+import select
 import socket
 import time
 
@@ -26,8 +26,9 @@ RECV_SIZE = 256 * 1024
 
 CONNECTING, HANDSHAKE, OPEN, CLOSED = range(4)
 
-_EV_R = selectors.EVENT_READ
-_EV_W = selectors.EVENT_WRITE
+_EV_R = select.EPOLLIN
+_EV_W = select.EPOLLOUT
+_EV_RX = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 
 
 def ws_frame(payload, opcode=1):
@@ -62,7 +63,8 @@ def percentile(sorted_vals, p):
 
 class Conn:
     __slots__ = ("g", "sock", "fd", "state", "idx", "probe", "on_msg", "hs",
-                 "inbuf", "carry", "skip", "count", "outbuf", "events", "user")
+                 "inbuf", "carry", "skip", "count", "outbuf", "events", "user",
+                 "in_cep")
 
     def __init__(self, g, idx, probe, on_msg):
         self.g = g
@@ -77,6 +79,7 @@ class Conn:
         self.count = 0  # complete data frames (messages) received
         self.outbuf = b""
         self.events = 0
+        self.in_cep = False
         self.user = None  # free slot for scenarios
 
     def send(self, data):
@@ -94,13 +97,26 @@ class Conn:
             return
         if k < len(data):
             self.outbuf = data[k:]
-            self.g._want(self, _EV_R | _EV_W)
+            self.g._want(self, _EV_W if self.in_cep else _EV_R | _EV_W)
 
 
 class LoadGen:
     def __init__(self, host, port, path="/ws"):
         self.host, self.port, self.path = host, port, path
-        self.sel = selectors.EpollSelector()
+        self.ep = select.epoll()    # probes, connects, pending writes
+        self.fdmap = {}
+        # Open counter connections live in their own epoll set, drained every
+        # `drain_interval` seconds (0: as soon as they are readable). Letting
+        # frames pile up in the kernel for a few ms turns one recv per frame
+        # into one recv per several frames: the "large reads" that keep the
+        # generator cheap. Probes are still read the moment data arrives, and
+        # between drain chunks, so latency figures do not wait for a drain.
+        self.cep = select.epoll()
+        self.cmap = {}
+        self.drain_interval = 0.0
+        self._next_drain = 0.0
+        self._cep_in_ep = False
+        self.last_probe_ns = 0      # monotonic ns of the last probe data frame
         self.buf = bytearray(RECV_SIZE)
         self.mv = memoryview(self.buf)
         self.conns = []
@@ -117,11 +133,13 @@ class LoadGen:
         if events == c.events:
             return
         if c.events == 0:
-            self.sel.register(c.sock, events, c)
+            self.ep.register(c.fd, events)
+            self.fdmap[c.fd] = c
         elif events == 0:
-            self.sel.unregister(c.sock)
+            self.ep.unregister(c.fd)
+            del self.fdmap[c.fd]
         else:
-            self.sel.modify(c.sock, events, c)
+            self.ep.modify(c.fd, events)
         c.events = events
 
     def _start(self, c, username):
@@ -180,8 +198,15 @@ class LoadGen:
         c.state = CLOSED
         try:
             self._want(c, 0)
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OSError):
             pass
+        if c.in_cep:
+            c.in_cep = False
+            self.cmap.pop(c.fd, None)
+            try:
+                self.cep.unregister(c.fd)
+            except OSError:
+                pass
         c.sock.close()
 
     def close_all(self):
@@ -189,15 +214,83 @@ class LoadGen:
             if c.state != CLOSED:
                 self._close(c)
         self.conns = []
-        self.sel.close()
+        self.cep.close()
+        self.ep.close()
 
     # ---- the loop ----------------------------------------------------------
     def _poll(self, timeout):
-        for key, ev in self.sel.select(timeout):
-            c = key.data
+        """One epoll round over probes / connects / pending writes; counter
+        connections are read here too when drain_interval is 0."""
+        immediate = self.drain_interval <= 0
+        if immediate != self._cep_in_ep:  # wake on counters only when immediate
+            if immediate:
+                self.ep.register(self.cep.fileno(), _EV_R)
+            else:
+                self.ep.unregister(self.cep.fileno())
+            self._cep_in_ep = immediate
+        events = self.ep.poll(timeout, 8192)
+        fdmap = self.fdmap
+        cep_fd = self.cep.fileno()
+        drain = False
+        for fd, ev in events:
+            c = fdmap.get(fd)
+            if c is None:
+                drain = drain or fd == cep_fd
+                continue
             if ev & _EV_W:
                 self._on_writable(c)
-            if ev & _EV_R and c.state != CLOSED:
+            if ev & _EV_RX and c.state != CLOSED:
+                self._on_readable(c)
+        if drain:
+            self._drain()
+
+    def _drain(self, chunk=512):
+        """Read every readable counter connection: one recv_into per socket
+        into the shared buffer, then a header walk. Clocks are read once per
+        chunk, not per socket; probes are served between chunks."""
+        cep, cmap, buf, walk = self.cep, self.cmap, self.buf, self._walk
+        rounds = len(cmap) // chunk + 2
+        while rounds > 0:
+            rounds -= 1
+            events = cep.poll(0, chunk)
+            counted = 0
+            for fd, ev in events:
+                c = cmap.get(fd)
+                if c is None or c.state == CLOSED:
+                    continue
+                if c.carry:
+                    self._on_readable(c)
+                    continue
+                try:
+                    n = c.sock.recv_into(buf)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    n = 0
+                if n == 0:
+                    self._close(c, unexpected=True)
+                    continue
+                skip = c.skip
+                if skip >= n:
+                    c.skip = skip - n
+                    continue
+                counted += walk(c, buf, n)
+            if counted:
+                self.rx_frames += counted
+                self.last_rx_ns = time.monotonic_ns()
+                self.last_progress = time.monotonic()
+            if len(events) < chunk:
+                break
+            self._poll_probes()
+
+    def _poll_probes(self):
+        for fd, ev in self.ep.poll(0, 8192):
+            c = self.fdmap.get(fd)
+            if c is None:
+                continue
+            if ev & _EV_W:
+                self._on_writable(c)
+            if ev & _EV_RX and c.state != CLOSED:
                 self._on_readable(c)
 
     def loop(self, until, timeout, stall=10.0, tick=None):
@@ -214,9 +307,15 @@ class LoadGen:
             if now >= deadline or now - self.last_progress > stall:
                 return False
             t = min(deadline - now, 0.05)
+            if self.drain_interval > 0 and self.cmap:
+                if now >= self._next_drain:
+                    self._next_drain = now + self.drain_interval
+                    self._drain()
+                    continue
+                t = min(t, self._next_drain - now)
             if tick is not None:
-                t = max(0.0, min(t, tick()))
-            self._poll(t)
+                t = min(t, tick())
+            self._poll(max(0.0, t))
 
     def _on_writable(self, c):
         if c.state == CONNECTING:
@@ -237,7 +336,7 @@ class LoadGen:
                 return
             c.outbuf = data[k:]
         if not c.outbuf:
-            self._want(c, _EV_R)
+            self._want(c, 0 if c.in_cep else _EV_R)
 
     def _on_readable(self, c):
         try:
@@ -270,6 +369,12 @@ class LoadGen:
             self.n_open += 1
             c.state = OPEN
             self.last_progress = time.monotonic()
+            if not c.probe:
+                if not c.outbuf:
+                    self._want(c, 0)
+                self.cep.register(c.fd, _EV_R)
+                self.cmap[c.fd] = c
+                c.in_cep = True
             if rest:
                 self._feed(c, rest, len(rest))
             return
@@ -285,18 +390,21 @@ class LoadGen:
             c.inbuf += data[:n] if n != len(data) else data
             self._parse_probe(c)
         else:
-            self._walk(c, data, n)
+            cnt = self._walk(c, data, n)
+            if cnt:
+                self.rx_frames += cnt
+                self.last_rx_ns = time.monotonic_ns()
+                self.last_progress = time.monotonic()
 
     def _walk(self, c, data, n):
-        """Count complete data frames by walking headers only."""
+        """Count complete data frames by walking headers only; returns the
+        count (the caller adds it to rx_frames)."""
         i = c.skip
         if i >= n:
             c.skip = i - n
-            return
+            return 0
         cnt = 0
-        while i < n:
-            if i + 2 > n:
-                break
+        while i + 2 <= n:
             b0 = data[i]
             ln = data[i + 1] & 127
             if ln < 126:
@@ -316,7 +424,7 @@ class LoadGen:
                     break
                 self._control(c, b0 & 15, bytes(data[i + h:i + h + ln]))
                 if c.state == CLOSED:
-                    return
+                    break
                 i += h + ln
                 continue
             if b0 & 128:
@@ -328,11 +436,8 @@ class LoadGen:
             c.skip = 0
             if i < n:
                 c.carry = bytes(data[i:n])
-        if cnt:
-            c.count += cnt
-            self.rx_frames += cnt
-            self.last_rx_ns = time.monotonic_ns()
-            self.last_progress = time.monotonic()
+        c.count += cnt
+        return cnt
 
     def _parse_probe(self, c):
         buf = c.inbuf
@@ -367,7 +472,7 @@ class LoadGen:
                 now = time.monotonic_ns()
             c.count += 1
             self.rx_frames += 1
-            self.last_rx_ns = now
+            self.last_rx_ns = self.last_probe_ns = now
             if c.on_msg is not None and op == 1:
                 c.on_msg(c, payload, now)
         if i:

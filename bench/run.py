@@ -309,6 +309,9 @@ def main():
     ap.add_argument("--messages", type=int, help="override broadcast messages")
     ap.add_argument("--nane-args", default="", help="extra args for `python -m app`")
     ap.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
+    ap.add_argument("--drain-ms", type=float, default=None,
+                    help="counter connections' read interval in ms (default: auto, "
+                         "5..200 ms by N; 0 reads every frame at once)")
     ap.add_argument("--json", help="also write raw per-run figures to this file")
     ap.add_argument("--logdir", help="server logs (default: a temp dir)")
     a = ap.parse_args()
@@ -323,6 +326,8 @@ def main():
     if a.messages:
         params["broadcast"]["messages"] = a.messages
     runs = a.runs or (1 if a.quick else 3)
+    if a.drain_ms is not None:
+        scenarios.DRAIN_OVERRIDE = a.drain_ms / 1000.0
 
     pin = not a.no_pin and len(os.sched_getaffinity(0)) >= 2
     if pin:
