@@ -79,7 +79,47 @@ FIGURES = [
     ("http", "settings_p99_ms", "http: /api/settings p99 ms", False, "{:.1f}"),
     ("broadcast", "gen_cpu_us_per_frame", "generator CPU us/frame (broadcast)", None, "{:.2f}"),
     ("capacity", "gen_cpu_us_per_frame", "generator CPU us/frame (capacity, max)", None, "{:.2f}"),
+    ("*", "kernel_drops", "kernel: loopback backlog drops", None, "{:,.0f}"),
+    ("*", "kernel_retrans", "kernel: TCP retransmits", None, "{:,.0f}"),
 ]
+
+
+def kernel_counters():
+    """Loopback health: packets the kernel dropped from its per-CPU input
+    backlog (/proc/net/softnet_stat, 2nd column) and TCP segments
+    retransmitted (/proc/net/snmp). Either one rising during a scenario means
+    its latency figures include 200 ms+ retransmission stalls."""
+    drops = retrans = 0
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            drops = sum(int(line.split()[1], 16) for line in f)
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        retrans = int(rows[1][rows[0].index("RetransSegs")])
+    except (OSError, ValueError, IndexError):
+        pass
+    return drops, retrans
+
+
+def machine_notes():
+    notes = []
+    try:
+        with open("/proc/sys/net/core/netdev_max_backlog") as f:
+            backlog = int(f.read())
+        if backlog < 10000:
+            notes.append("net.core.netdev_max_backlog is %d: with thousands of loopback sockets "
+                         "the kernel may drop packets (see the 'kernel' rows); "
+                         "`sysctl -w net.core.netdev_max_backlog=10000` avoids it" % backlog)
+    except (OSError, ValueError):
+        pass
+    try:
+        load1 = os.getloadavg()[0]
+        if load1 > 0.5:
+            notes.append("load average %.2f before the start: something else is using the CPUs; "
+                         "timings will be noisy" % load1)
+    except OSError:
+        pass
+    return notes
 
 
 def log(*a):
@@ -263,10 +303,20 @@ def build_table(results, servers, only, runs):
     header = ["figure"] + servers + ["%s/best-ref" % n for n in nanes if refs]
     rows = []
     for scen, key, label, higher, f in FIGURES:
-        if scen not in only:
+        if scen != "*" and scen not in only:
             continue
-        med = {s: median([r.get(key) for r in results.get(s, {}).get(scen, [])])
-               for s in servers}
+        if scen == "*":  # summed over the scenarios of a run, median of runs
+            med = {}
+            for s in servers:
+                per_run = {}
+                for sc in only:
+                    for i, r in enumerate(results.get(s, {}).get(sc, [])):
+                        if r.get(key) is not None:
+                            per_run[i] = per_run.get(i, 0) + r[key]
+                med[s] = median(list(per_run.values()))
+        else:
+            med = {s: median([r.get(key) for r in results.get(s, {}).get(scen, [])])
+                   for s in servers}
         row = [label] + [fmt(med[s], f) for s in servers]
         if refs:
             ref_vals = [med[r] for r in refs if med[r] is not None]
@@ -345,6 +395,10 @@ def main():
     if not servers:
         log("no server to run")
         return 2
+    notes = machine_notes()
+    for n in notes:
+        log("NOTE " + n)
+    load_start = os.getloadavg()[0]
     logdir = a.logdir or tempfile.mkdtemp(prefix="nane-bench-")
     os.makedirs(logdir, exist_ok=True)
     log("server logs: %s; pinning: %s" % (
@@ -367,10 +421,14 @@ def main():
                     log("FAIL " + failures[-1])
                     continue
                 t0 = time.monotonic()
+                k0 = kernel_counters()
                 try:
                     res = getattr(scenarios, scen)(HOST, srv.port, server=srv, **params[scen])
                 except Exception as e:  # noqa: BLE001 - report it and go on
                     res = {"error": repr(e)}
+                k1 = kernel_counters()
+                res["kernel_drops"] = k1[0] - k0[0]
+                res["kernel_retrans"] = k1[1] - k0[1]
                 alive = srv.alive()
                 rc = srv.stop()
                 res["seconds"] = round(time.monotonic() - t0, 1)
@@ -410,6 +468,9 @@ def main():
              else "unpinned", platform.python_version(), platform.system(), runs,
              "quick" if a.quick else "full", time.monotonic() - t_start))
     print("params: " + json.dumps({k: params[k] for k in only}))
+    print("load average (1 min) at start %.2f, at end %.2f" % (load_start, os.getloadavg()[0]))
+    for n in notes:
+        print("note: " + n)
     print(build_table(results, servers, only, runs))
     print("ratio = nane / better reference (higher-is-better figures: >1 wins; "
           "lower-is-better figures: <1 wins); n/a = not measured")
