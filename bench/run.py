@@ -140,8 +140,7 @@ def _gunicorn_argv(port):
     if os.path.exists(os.path.join(ROOT, "gunicorn.conf.py")):
         # the Procfile's mode: its config, with our bind and one worker
         argv += ["-c", "gunicorn.conf.py"]
-    else:
-        argv += ["-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"]
+    argv += ["-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"]
     return argv + ["-w", "1", "-b", "%s:%d" % (HOST, port), "app.wsgi:app"]
 
 
