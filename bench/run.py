@@ -328,7 +328,8 @@ def build_table(results, servers, only, runs):
         rows.append(row)
     # correctness rows: worst over runs and scenarios
     for key, label in (("loss", "loss (frames, all scenarios, worst run)"),
-                       ("reorder", "reorder (all scenarios, worst run)")):
+                       ("reorder", "reorder, per sender (worst run)"),
+                       ("created_disorder", "created not increasing (worst run)")):
         row = [label]
         for s in servers:
             per_run = {}
@@ -446,6 +447,10 @@ def main():
                     failures.append("%s %s: loss %s" % (s, tag, res["loss"]))
                 if res.get("reorder"):
                     failures.append("%s %s: reorder %s" % (s, tag, res["reorder"]))
+                if res.get("created_disorder"):
+                    failures.append("%s %s: `created` not increasing on a connection %s times (%s)"
+                                    % (s, tag, res["created_disorder"],
+                                       res.get("order_sample") or res.get("created_sample")))
                 for k in ("history_len", "rooms_len"):
                     want = params["http"]["history_messages" if k == "history_len" else "rooms"]
                     if k in res and (res[k] or 0) < want:
@@ -482,7 +487,7 @@ def main():
         for x in failures:
             print("  " + x)
         return 1
-    print("OK: no loss, no reordering, no crashed server")
+    print("OK: no loss, no reordering, `created` increasing, no crashed server")
     return 0
 
 

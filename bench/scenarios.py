@@ -32,6 +32,7 @@ class _BroadcastPhase:
         self.maxlat = [0] * messages
         self.reorder = 0
         self.created_errors = 0
+        self.created_sample = None
         self.t_first = None
         for p in probes:
             p.user = [-1, ""]  # last seq, last created
@@ -58,6 +59,8 @@ class _BroadcastPhase:
         created = d.get("created") or ""
         if created <= u[1]:
             self.created_errors += 1
+            if self.created_sample is None:
+                self.created_sample = "conn %d got created %s after %s" % (c.idx, created, u[1])
         else:
             u[1] = created
         if seq >= self.M:
@@ -102,7 +105,9 @@ class _BroadcastPhase:
             "fanout_p99_ms": _ms(percentile(lats, 99)),
             "loss": max(0, expected - rx),
             "extra_frames": max(0, rx - expected),
-            "reorder": self.reorder + self.created_errors,
+            "reorder": self.reorder,
+            "created_disorder": self.created_errors,
+            "created_sample": self.created_sample,
             "completed": done,
             "gen_cpu_us_per_frame": cpu / rx * 1e6 if rx else None,
             "server_cpu_us_per_frame": (scpu - scpu0) / rx * 1e6 if rx and scpu is not None else None,
@@ -164,7 +169,7 @@ def capacity(host, port, step=1000, max_clients=10000, messages=200, window=4,
     t_end = time.monotonic() + budget_s
     conns, steps = [], []
     best, best_p95 = 0, None
-    reorder = 0
+    reorder = disorder = 0
     loss_at_stop = 0
     stop = "max_clients"
     cpu_us = []
@@ -186,6 +191,7 @@ def capacity(host, port, step=1000, max_clients=10000, messages=200, window=4,
                           "frames_per_s": r["frames_per_s"], "loss": lost,
                           "barrier_missing": missing})
             reorder += r["reorder"]
+            disorder += r["created_disorder"]
             if r["gen_cpu_us_per_frame"]:
                 cpu_us.append(r["gen_cpu_us_per_frame"])
             if lost or len(new) < step:
@@ -197,7 +203,8 @@ def capacity(host, port, step=1000, max_clients=10000, messages=200, window=4,
             best, best_p95 = len(conns), r["fanout_p95_ms"]
         return {"capacity_clients": best, "capacity_p95_ms": best_p95,
                 "capacity_stop": stop, "loss_at_stop": loss_at_stop,
-                "loss": 0, "reorder": reorder, "steps": steps,
+                "loss": 0, "reorder": reorder, "created_disorder": disorder,
+                "steps": steps,
                 "gen_cpu_us_per_frame": max(cpu_us) if cpu_us else None}
     finally:
         g.close_all()
@@ -257,7 +264,7 @@ def chat(host, port, clients=50, rate=2.0, rooms=10, duration_s=10.0, server=Non
             raise RuntimeError("no chat connection opened")
         missing = barrier(g, conns[0], conns)
         lats = []
-        stats = {"reorder": 0, "created": 0, "gaps": 0}
+        stats = {"reorder": 0, "created": 0, "gaps": 0, "sample": None}
         for c in conns:
             c.user = ([-1] * n, [""])
 
@@ -271,6 +278,9 @@ def chat(host, port, clients=50, rate=2.0, rooms=10, duration_s=10.0, server=Non
             last, cr = c.user
             if seq <= last[s]:
                 stats["reorder"] += 1
+                if stats["sample"] is None:
+                    stats["sample"] = "conn %d got seq %d of sender %d after %d" % (
+                        c.idx, seq, s, last[s])
             else:
                 if seq != last[s] + 1:
                     stats["gaps"] += 1
@@ -278,6 +288,9 @@ def chat(host, port, clients=50, rate=2.0, rooms=10, duration_s=10.0, server=Non
             created = d.get("created") or ""
             if created <= cr[0]:
                 stats["created"] += 1
+                if stats["sample"] is None:
+                    stats["sample"] = "conn %d got created %s (%s) after %s" % (
+                        c.idx, created, text, cr[0])
             else:
                 cr[0] = created
             lats.append(now - int(t))
@@ -323,7 +336,9 @@ def chat(host, port, clients=50, rate=2.0, rooms=10, duration_s=10.0, server=Non
             "chat_p99_ms": _ms(percentile(lats, 99)),
             "chat_max_ms": _ms(lats[-1]) if lats else None,
             "loss": max(0, expected - g.rx_frames) + (clients - n) * total,
-            "reorder": stats["reorder"] + stats["created"],
+            "reorder": stats["reorder"],
+            "created_disorder": stats["created"],
+            "order_sample": stats["sample"],
             "barrier_missing": missing,
             "disconnects": g.unexpected_closes,
             "gen_cpu_us_per_frame": cpu / g.rx_frames * 1e6 if g.rx_frames else None,
