@@ -293,13 +293,18 @@ def main() -> int:
     print(f"{args.clients} clients ({args.senders} posting), {args.messages} messages, "
           f"{args.probes} latency probes; {os.cpu_count()} CPUs; logs in {log_dir}")
     print(f"{'scenario':<22}{'delivered msg/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}")
+    failed = False
     for processes, use_redis in [(1, False), (1, True), (2, True), (3, True)]:
         result = run(processes, use_redis, args, log_dir)
+        failed = failed or result["lost"] > 0 or not result["complete"]
         name = f"{processes} process{'es' if processes > 1 else ''}, " + (
             "Redis" if use_redis else "in-memory")
         flag = "" if result["complete"] else "  (deadline hit)"
         print(f"{name:<22}{result['rate']:>16,.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
               f"{result['lost']:>6}{flag}", flush=True)
+    if failed:  # loss or a stalled run fails; timings never do
+        print("FAILED: messages lost or a run did not complete", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -50,9 +50,18 @@ def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
         time.sleep(0.05)
 
 
-def raw_upgrade(port: int, username: str = "raw", timeout: float = 5.0) -> socket.socket:
-    """A websocket handshake by hand: a client that then does exactly what the test says."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def raw_upgrade(port: int, username: str = "raw", timeout: float = 5.0,
+                receive_buffer: int = 0) -> socket.socket:
+    """A websocket handshake by hand: a client that then does exactly what the test says.
+
+    `receive_buffer` shrinks the socket's receive buffer before it connects, so
+    the TCP window stays small (a client that reads slowly fills up fast).
+    """
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /ws?username={username} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

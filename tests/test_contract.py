@@ -8,13 +8,11 @@ generates, and real websocket frames must validate against the same schemas.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 
 import jsonschema
-import pytest
 
 from app import contract
 from tests.conftest import ROOT, receive, send

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shlex
-import socket
 import struct
 import subprocess
 import sys
@@ -17,7 +15,8 @@ import psutil
 import pytest
 import websockets
 
-from tests.conftest import ROOT, Server, free_port, receive, receive_close, send
+from tests.conftest import ROOT, Server, free_port, receive, send
+from tests.ops_helpers import raw_upgrade, read_frames_until_end
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 
@@ -51,54 +50,6 @@ def test_nameless_is_refused_with_401(start_server, mode):
     assert refused.value.status_code == 401
 
 
-def raw_upgrade(port: int, username: str = "raw", receive_buffer: int = 0) -> socket.socket:
-    """A websocket handshake by hand, for frames no library would send."""
-    sock = socket.socket()
-    if receive_buffer:  # before connect, so the TCP window stays small
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws?username={username} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                  f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed during handshake"
-        response += chunk
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
-
-
-def read_close_code(sock: socket.socket, timeout: float = 5.0) -> int | None:
-    """Read frames until a close frame; its code, or None if the socket just ended."""
-    sock.settimeout(timeout)
-    buffer = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        while len(buffer) >= 2:
-            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
-            start = 2
-            if length == 126:
-                length, start = struct.unpack("!H", buffer[2:4])[0], 4
-            elif length == 127:
-                length, start = struct.unpack("!Q", buffer[2:10])[0], 10
-            if len(buffer) < start + length:
-                break
-            payload, buffer = buffer[start:start + length], buffer[start + length:]
-            if opcode == 0x8:
-                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            return None
-        if not chunk:
-            return None
-        buffer += chunk
-    return None
-
-
 @pytest.mark.parametrize("mode", ALL_MODES)
 def test_oversized_frame_closes_1009_before_it_is_buffered(start_server, mode):
     server = start_server(mode, max_frame_bytes=4096)
@@ -114,7 +65,7 @@ def test_oversized_frame_closes_1009_before_it_is_buffered(start_server, mode):
         sock.sendall(b"x" * 8192)
     except OSError:
         pass  # the server may already have closed
-    assert read_close_code(sock) == 1009
+    assert read_frames_until_end(sock, 5.0)[1] == 1009
     assert worker.memory_info().rss - before < 20 * 1024 * 1024
     send(bystander, room="r", text="others unaffected")
     assert receive(bystander)["text"] == "others unaffected"

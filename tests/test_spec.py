@@ -12,7 +12,7 @@ import urllib.parse
 import pytest
 import websocket
 
-from tests.conftest import expect_silence, receive, receive_close, send
+from tests.conftest import expect_silence, receive, send
 
 CREATED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 

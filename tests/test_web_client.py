@@ -8,7 +8,6 @@ into `test-artifacts/`.
 
 from __future__ import annotations
 
-import pytest
 
 from tests.browser import browser, expect, login, open_page, open_room, post  # noqa: F401
 
