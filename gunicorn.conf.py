@@ -11,20 +11,20 @@ import os
 import sys
 
 
-def _load_nane_config():
-    """NANE_* from the environment, read by app/config.py as the app reads them.
+def _load_app_module(name: str):
+    """One file of `app/` alone (config.py, logs.py), as the app reads it.
 
-    That one file alone: importing the `app` package here, in the arbiter,
-    would import gevent-dependent modules before the worker monkey-patches.
+    Importing the `app` package here, in the arbiter, would import
+    gevent-dependent modules before the worker monkey-patches.
     """
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app", "config.py")
-    spec = importlib.util.spec_from_file_location("_nane_config", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_nane_{name}", path)
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.load([])
+    return module
 
 
-_nane = _load_nane_config()
+_nane = _load_app_module("config").load([])
 
 bind = "0.0.0.0:" + os.environ.get("PORT", "8022")
 if _nane.redis_url:
@@ -39,6 +39,17 @@ accesslog = None
 control_socket_disable = True  # one server per dyno; nothing to control, and no shared path to race for
 errorlog = "-"
 loglevel = "info"
+# gunicorn's own lines in the app's format and stream: logfmt on stdout, one line per event.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"logfmt": {"()": _load_app_module("logs").LogfmtFormatter}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                            "formatter": "logfmt"}},
+    "root": {"handlers": ["stdout"], "level": "INFO"},
+    "loggers": {"gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+                "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False}},
+}
 
 
 def post_worker_init(worker):

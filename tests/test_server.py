@@ -106,29 +106,31 @@ def test_bad_configuration_fails_at_start_naming_the_variable():
     assert result.returncode != 0 and "--max-rooms" in result.stderr
 
 
-def test_procfile_command_pins_one_worker_despite_web_concurrency(tmp_path):
-    procfile = (ROOT / "Procfile").read_text()
-    command = procfile.split("web:", 1)[1].strip()
+def run_procfile(tmp_path, stderr=subprocess.STDOUT, **env) -> Server:
+    """The Procfile's `web:` command, run literally with PORT set; stdout to tmp_path/out."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NANE_")}
-    env.update(PORT=str(port), WEB_CONCURRENCY="3", PYTHONUNBUFFERED="1")
-    log = open(tmp_path / "procfile.log", "wb")
-    process = subprocess.Popen(shlex.split(command), cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NANE_")}
+    environ.update(PORT=str(port), PYTHONUNBUFFERED="1", **env)
+    command = (ROOT / "Procfile").read_text().split("web:", 1)[1].strip()
+    server = Server.__new__(Server)  # a Server whose process we start ourselves
+    server.base, server.ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+    server.log_path, server._log = tmp_path / "out", open(tmp_path / "out", "wb")
+    server.process = subprocess.Popen(shlex.split(command), cwd=ROOT, env=environ,
+                                      stdout=server._log, stderr=stderr, start_new_session=True)
+    server.wait_ready()
+    return server
+
+
+def test_procfile_command_pins_one_worker_despite_web_concurrency(tmp_path):
+    server = run_procfile(tmp_path, WEB_CONCURRENCY="3")
     try:
-        server = Server.__new__(Server)
-        server.base, server.ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-        server.process, server.log_path, server._log = process, tmp_path / "procfile.log", log
-        server.wait_ready()
-        assert len(psutil.Process(process.pid).children()) == 1
+        assert len(psutil.Process(server.process.pid).children()) == 1
         clients = [server.connect(f"c{i}") for i in range(6)]
         send(clients[0], room="one", text="everyone sees this")
         for ws in clients:
             assert receive(ws)["text"] == "everyone sees this"
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(15)
-        log.close()
+        server.stop()
 
 
 # -- load correctness ----------------------------------------------------------
@@ -178,3 +180,21 @@ def test_200_clients_20_messages_10_rooms_everything_exactly_once_in_order(start
     delivered = CLIENTS * CLIENTS * MESSAGES
     print(f"\nload: {CLIENTS} clients x {MESSAGES} messages into {ROOMS} rooms: "
           f"{delivered} deliveries in {seconds:.2f}s ({delivered / seconds:,.0f} frames/s)")
+
+
+def test_gunicorn_logs_logfmt_lines_on_stdout(tmp_path):
+    """A platform log drain reads stdout: gunicorn's own lines come there, in our format."""
+    with open(tmp_path / "err", "wb") as err:
+        server = run_procfile(tmp_path, stderr=err)
+        try:
+            ws = server.connect("logged")
+            send(ws, room="r", text="x")
+            receive(ws)
+            ws.close()
+        finally:
+            server.stop()
+    lines = (tmp_path / "out").read_text().splitlines()
+    assert any("logger=gunicorn.error" in line and "Booting worker" in line for line in lines)
+    assert any("event=ws_open" in line for line in lines)
+    assert all(line.startswith("time=") and " level=" in line for line in lines), lines
+    assert (tmp_path / "err").read_text().strip() == ""
