@@ -17,7 +17,8 @@ from flask_sock import Sock
 
 from actors.actor import ActorStopped, MailboxFull
 from actors.hub import Join, Leave
-from actors.message import PONG, BadFrame, Limits, Ping, encode_error, error_frame, parse_frame
+from actors.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame,
+                            parse_frame)
 from actors.registry import Post
 from actors.session import SessionActor
 from app.limits import FloodGuard
@@ -156,7 +157,7 @@ def rate_limited(raw, limits: Limits, per_second: int, extensions: bool) -> BadF
 
 
 def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
-                 reply_to=None) -> bytes | None:
+                 reply_to=None) -> Frame | None:
     """One client frame in; the frame to answer with (a pong), if any.
 
     `reply_to` is the session of a client that opted in to error frames: it
