@@ -10,13 +10,13 @@ lock, and the order in which messages arrive is the order in which they act.
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
+
+from actors.tracing import Trace, tracing
 
 if TYPE_CHECKING:
     from actors.supervisor import Supervisor
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("nane.actors")
 
 DEFAULT_ASK_TIMEOUT = 5.0
-TRACE_LENGTH = 8  # messages each actor remembers while tracing is on
-TRACE_TEXT_LENGTH = 160  # characters of each remembered message shown
 
 
 class ActorError(Exception):
@@ -68,51 +66,6 @@ class Probe:
     __slots__ = ()
 
 
-class Tracing:
-    """Whether actors remember the messages they handle: only while someone watches.
-
-    The actor view calls `watch` on every look; tracing then stays on for
-    `seconds` after the last look and switches itself off. With nobody
-    watching, the whole cost per message is reading `on`.
-    """
-
-    def __init__(self):
-        self.on = False
-        self.generation = 0  # bumped at every switch-on: older traces are stale
-        self._until = 0.0
-        self._timer: gevent.Greenlet | None = None
-
-    def watch(self, seconds: float) -> None:
-        """Trace from now until `seconds` after the last call."""
-        self._until = time.monotonic() + seconds
-        if not self.on:
-            self.on = True
-            self.generation += 1
-        if self._timer is None:
-            self._timer = gevent.spawn_later(seconds, self._expire)
-
-    def _expire(self) -> None:
-        left = self._until - time.monotonic()
-        if left > 0:
-            self._timer = gevent.spawn_later(left, self._expire)
-        else:
-            self.on = False
-            self._timer = None
-
-
-tracing = Tracing()
-
-
-def describe(message: Any, limit: int = TRACE_TEXT_LENGTH) -> str:
-    """A message as the actor view shows it: a frame's text, or the message's repr, cut."""
-    payload = getattr(message, "json", message)  # a frame on its way to a socket: its JSON
-    if isinstance(payload, (bytes, bytearray)):
-        text = bytes(payload[: limit * 4]).decode("utf-8", "replace")
-    else:
-        text = repr(message)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class Actor:
     """Subclass this: keep state in attributes, answer messages in `receive`.
 
@@ -136,8 +89,7 @@ class Actor:
         self._handled = 0
         self._failures = 0
         self._restarts = 0
-        self._trace: deque[tuple[float, Any]] | None = None  # made on the first traced message
-        self._trace_generation = 0
+        self._trace = Trace()  # what the actor view shows; filled only while someone watches
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -191,7 +143,7 @@ class Actor:
     def _handle(self, envelope: Envelope) -> None:
         message, reply = envelope
         if tracing.on:
-            self._remember(message)
+            self._trace.remember(message)
         try:
             result = True if type(message) is Probe else self.receive(message)
         except Exception as error:  # one bad message must not take the actor down
@@ -216,21 +168,8 @@ class Actor:
             taken.append(self._mailbox.get()[0])
         if tracing.on:
             for message in taken:
-                self._remember(message)
+                self._trace.remember(message)
         return taken
-
-    def _remember(self, message: Any) -> None:
-        """Keep `message` for the actor view (only called while tracing is on).
-
-        Messages marked `untraced` (the view's own questions) are left out,
-        or every look would fill the traces with the looking itself.
-        """
-        if getattr(message, "untraced", False):
-            return
-        if self._trace is None or self._trace_generation != tracing.generation:
-            self._trace = deque(maxlen=TRACE_LENGTH)
-            self._trace_generation = tracing.generation
-        self._trace.append((time.time(), message))
 
     def _finish(self, reason: Any) -> None:
         """Stop for good: run on_stop once and fail every ask still waiting."""
@@ -344,11 +283,9 @@ class ActorRef:
 
         Counters kept by the runtime, not the actor's own state: reading them
         sends no message and never waits. `recent` lists the last messages
-        handled while `tracing` was on (oldest first), or nothing.
+        handled while tracing was on (oldest first), or nothing.
         """
         actor = self._actor
-        traced = tracing.on and actor._trace is not None and (
-            actor._trace_generation == tracing.generation)
         facts = {
             "name": actor.name,
             "kind": actor.kind,
@@ -358,8 +295,7 @@ class ActorRef:
             "handled": actor._handled,
             "failures": actor._failures,
             "restarts": actor._restarts,
-            "recent": [{"at": at, "message": describe(message)}
-                       for at, message in (actor._trace if traced else ())],
+            "recent": actor._trace.recent(),
         }
         facts.update(actor.info())
         return facts
@@ -384,5 +320,5 @@ class _Killed(BaseException):
 
 __all__ = [
     "Actor", "ActorRef", "ActorError", "ActorStopped", "MailboxFull", "AskTimeout", "Probe",
-    "DEFAULT_ASK_TIMEOUT", "Tracing", "tracing", "describe",
+    "DEFAULT_ASK_TIMEOUT",
 ]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, send_from_directory
 
-from actors.actor import ActorError, tracing
+from actors.actor import ActorError
+from actors.tracing import tracing
 from actors.hub import ListSessions
 from actors.message import encode_result
 from actors.registry import ListRoomActors
