@@ -150,11 +150,13 @@ class ListTransport:
 
     def __init__(self, block: gevent.event.Event | None = None):
         self.frames, self.closed_with, self.block = [], None, block
+        self.objects = []  # the Frame objects themselves, to check they are shared
         self.arrived = gevent.event.Event()
 
     def send(self, frames):
         if self.block is not None:
             self.block.wait()
+        self.objects.extend(frames)
         self.frames.extend(json.loads(f.json) for f in frames)
         self.arrived.set()
 
@@ -241,3 +243,18 @@ def test_session_batches_frames_that_queue_up():
     wait_for(lambda: len(transport.frames) == 10)
     assert [f["n"] for f in transport.frames] == list(range(10))
     assert len(calls) < 10  # several frames per write
+
+
+def test_a_message_is_encoded_once_for_all_receivers_and_the_history():
+    hub, registry = chat()
+    transports = [ListTransport() for _ in range(3)]
+    for n, transport in enumerate(transports):
+        hub.tell(Join(SessionActor(f"s{n}", transport, "u", max_outbox=10).start()))
+    registry.tell(Post(Draft("r", "once", id="i"), "u"))
+    wait_for(lambda: all(t.objects for t in transports))
+    (first,) = transports[0].objects
+    assert all(t.objects[0] is first for t in transports)  # one object, not one per receiver
+    assert first.wire is first.wire  # its websocket bytes are built once, then shared
+    room = registry.ask(FindRoom("r"), timeout=TIMEOUT)
+    history = room.actor.ask(GetHistory(), timeout=TIMEOUT)
+    assert first.json in history  # the history reuses the same bytes
