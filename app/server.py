@@ -26,6 +26,8 @@ from app.ws import username_from_query
 
 log = logging.getLogger("nane.server")
 
+READ_BUFFER_BYTES = 2048
+
 
 class NaneWebSocketHandler(WebSocketHandler):
     max_username_length = 50
@@ -37,6 +39,11 @@ class NaneWebSocketHandler(WebSocketHandler):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        if rfile is None:
+            # gevent's default read buffer is 8 KB per connection, held for a
+            # websocket's whole life; request heads and chat frames are small, and
+            # a bigger read bypasses the buffer anyway.
+            rfile = sock.makefile("rb", READ_BUFFER_BYTES)
         super().__init__(sock, address, server, rfile)
 
     # -- the request head must arrive in time ---------------------------------
