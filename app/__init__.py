@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors.actor import ActorError
 from actors.system import start_chat
-from app import actor_view, api, ops, ws
+from app import actor_view, api, errors, ops, ws
 from app.config import Config
 from app.metrics import Metrics
 
@@ -17,6 +17,7 @@ from app.metrics import Metrics
 def create_app(config: Config | None = None) -> Flask:
     """Start the chat's actors and build the Flask app that talks to them."""
     config = config or Config()
+    errors.setup(config)  # Sentry, when a DSN is configured
     app = Flask(__name__, static_folder="static")
     app.config["NANE"] = config
     app.config["NANE_STARTED_NS"] = time.monotonic_ns()
