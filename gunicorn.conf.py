@@ -24,7 +24,7 @@ def _load_app_module(name: str):
     return module
 
 
-_nane = _load_app_module("config").load([])
+_nane = _load_app_module("config").load_or_exit([])  # a bad value: one line, exit 2
 
 bind = "0.0.0.0:" + os.environ.get("PORT", "8022")
 if _nane.redis_url:

@@ -51,7 +51,7 @@ PONG = Frame(b'{"pong":true}')
 
 # Why a frame is dropped, as a short label (the `reason` of nane_messages_dropped_total).
 DROP_REASONS = ("invalid_json", "too_deep", "number_too_large", "not_object", "wrong_type",
-                "missing_field", "invalid_unicode", "empty", "busy")
+                "missing_field", "invalid_unicode", "id_too_long", "empty", "busy")
 
 
 class BadFrame(ValueError):
@@ -69,7 +69,12 @@ class BadFrame(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """`{"ping": true}`: answered at once with `PONG`."""
+    """A frame whose `ping` is `true`: answered at once with `PONG`, whatever else it holds.
+
+    The original checks `ping` before anything else, so a client that builds
+    every frame from one template (`{"ping": true, "room": "", "text": ""}`)
+    keeps its keep-alive, and such a frame is never posted.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +88,19 @@ class Draft:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The cuts SPEC applies to client input, in characters."""
+    """The cuts SPEC applies to client input, and the longest `id` we keep, in characters."""
 
     max_room_title_length: int = 50
     max_message_length: int = 10500
+    max_id_length: int = 128
 
 
 def parse_frame(raw: str | bytes, limits: Limits) -> Ping | Draft:
     """Turn one websocket text frame into a `Ping` or a `Draft`.
 
     Raises:
-        BadFrame: invalid JSON, not an object, wrong types, empty room or text.
+        BadFrame: invalid JSON, not an object, wrong types, an `id` over
+            `max_id_length`, empty room or text.
     """
     try:
         frame = json.loads(raw)
@@ -105,14 +112,17 @@ def parse_frame(raw: str | bytes, limits: Limits) -> Ping | Draft:
         raise BadFrame("a number in the JSON is too large", kind="number_too_large") from None
     if not isinstance(frame, dict):
         raise BadFrame("a message must be a JSON object", kind="not_object")
+    if frame.get("ping") is True:
+        return Ping()
     id = frame.get("id")
     if id is not None and not isinstance(id, str):
         raise BadFrame("id must be a string", kind="wrong_type")
     if id and not _encodable(id):
         raise BadFrame("id is not valid Unicode (a lone surrogate)", kind="invalid_unicode")
     id = id or None
-    if frame.get("ping") is True and "text" not in frame:
-        return Ping()
+    if id is not None and len(id) > limits.max_id_length:
+        raise BadFrame(f"id is longer than max_id_length ({limits.max_id_length} characters)",
+                       id, "id_too_long")
     room, text = frame.get("room"), frame.get("text")
     if room is None or text is None:
         raise BadFrame("room and text are required", id, "missing_field")

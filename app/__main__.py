@@ -5,6 +5,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
@@ -13,7 +14,7 @@ from gevent.event import Event  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app import logs  # noqa: E402
-from app.config import ConfigError, load  # noqa: E402
+from app.config import load_or_exit  # noqa: E402
 from app.ops import stop_gracefully  # noqa: E402
 from app.server import make_server  # noqa: E402
 
@@ -22,11 +23,7 @@ log = logging.getLogger("nane")
 
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
-    try:
-        config = load(sys.argv[1:] if argv is None else argv)
-    except ConfigError as error:
-        print(f"nane: {error}", file=sys.stderr)
-        return 2
+    config = load_or_exit(sys.argv[1:] if argv is None else argv)
     app = create_app(config)
     server = make_server(app, config.host, config.port)
     stopped = Event()
@@ -41,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
     gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
-    server.start()
+    try:
+        server.start()
+    except OSError as error:  # the port is taken, or not ours to bind
+        print(f"nane: cannot listen on {config.addr}: {os.strerror(error.errno) if error.errno else error}", file=sys.stderr)
+        return 2
     log.info("event=listening addr=%s:%d kozma=%s", config.host, server.server_port, config.kozma)
     stopped.wait()
     log.info("event=stopped")

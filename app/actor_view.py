@@ -44,7 +44,8 @@ def actors():
         listed.append({**room.info(), "subscribers": len(sessions)})
     for session in sorted(sessions, key=_session_number):
         facts = session.info()
-        listed.append({**facts, "outbox": facts["mailbox"]})  # the mailbox is the outbox
+        listed.append({**facts, "outbox": facts["mailbox"],  # the mailbox is the outbox
+                       "closed_with": _close(facts.get("closed_with"))})
     return json_response(encode_result({
         "tracing": tracing.on,
         "trace_seconds": TRACE_SECONDS,
@@ -57,6 +58,13 @@ def _ask_list(actor, question) -> list:
         return actor.ask(question)
     except ActorError:
         return []  # stopping or swamped: show what can still be read
+
+
+def _close(reason) -> dict | None:
+    """A session cut off but not yet gone from the hub: its close code and reason, as JSON."""
+    if reason is None:
+        return None
+    return {"code": reason.code, "reason": reason.reason}
 
 
 def _session_number(session) -> tuple:

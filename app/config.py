@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, fields
 
 DEFAULT_ADDR = "127.0.0.1:8022"  # the original's default
@@ -27,7 +28,8 @@ class Config:
     max_message_length: int = 10500
     max_room_title_length: int = 50
     max_username_length: int = 50
-    max_frame_bytes: int = 65536
+    max_id_length: int = 128
+    max_frame_bytes: int = 0  # 0: derived from the limits above (frame_bytes_needed)
     max_outbox_messages: int = 4096
     max_rooms: int = 10000
     max_connections: int = 10000
@@ -39,6 +41,12 @@ class Config:
     shutdown_grace_seconds: int = 10
     debug: bool = False
     redis_url: str = ""  # empty: rooms live in this one process's memory
+    sentry_dsn: str = ""  # empty: no error reporting, and sentry_sdk is never imported
+    sentry_send_pii: bool = False  # message texts and usernames stay out of Sentry unless set
+
+    def __post_init__(self):
+        if not self.max_frame_bytes:
+            object.__setattr__(self, "max_frame_bytes", frame_bytes_needed(self))
 
     @property
     def host(self) -> str:
@@ -54,8 +62,26 @@ class Config:
                 if f.type == "int" and (f.name.startswith("max_") or f.name.endswith("_seconds"))}
 
 
+# A client frame at the limits, in its longest valid JSON spelling: every character of
+# room, text and id written as `\uXXXX\uXXXX` (a character beyond the BMP is a
+# surrogate pair: 12 bytes), plus the rest of the object.
+BYTES_PER_CHARACTER = 12
+# `{`, `}`, the keys "room", "text", "id" spelled with escapes too (10 characters x 6
+# bytes), their quotes, colons and commas: 83 bytes; the rest is room for whitespace.
+FRAME_OVERHEAD_BYTES = 1024
+
+
+def frame_bytes_needed(config: "Config") -> int:
+    """The largest frame a message at every limit can take: the default `max_frame_bytes`.
+
+    12 x (max_message_length + max_room_title_length + max_id_length) + 1024.
+    """
+    characters = config.max_message_length + config.max_room_title_length + config.max_id_length
+    return BYTES_PER_CHARACTER * characters + FRAME_OVERHEAD_BYTES
+
+
 HELP = {
-    "addr": "HOST:PORT to listen on (env NANE_ADDR; PORT alone sets 0.0.0.0:PORT)",
+    "addr": "HOST:PORT to listen on; without it, env PORT sets 0.0.0.0:PORT",
     "kozma": "start the bot Kozma Prutkov in room 'kozma'",
     "kozma_first_delay": "seconds before the bot's first aphorism",
     "kozma_max_pause": "the bot pauses a random 0..N seconds between aphorisms",
@@ -63,7 +89,10 @@ HELP = {
     "max_message_length": "a message text is cut to this many characters",
     "max_room_title_length": "a room name is cut to this many characters",
     "max_username_length": "a username is cut to this many characters",
-    "max_frame_bytes": "a bigger websocket message closes the connection with 1009",
+    "max_id_length": "a message whose id is longer than this many characters is dropped",
+    "max_frame_bytes": "a bigger websocket message closes the connection with 1009; the "
+                       "default fits a message at every limit in any JSON spelling: 12 x "
+                       "(max_message_length + max_room_title_length + max_id_length) + 1024",
     "max_outbox_messages": "frames waiting for a client before it is cut off as too slow",
     "max_rooms": "rooms kept at once; the least recently active is forgotten first",
     "max_connections": "open websockets at once; more are refused with 503 (or closed with 1013)",
@@ -77,9 +106,24 @@ HELP = {
                                  "within this (since it opened or since its last answer) is dropped",
     "shutdown_grace_seconds": "on SIGTERM: close every websocket with 1001 and exit within this",
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
-    "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms "
-                 "(falls back to env REDIS_URL)",
+    "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms",
+    "sentry_dsn": "report errors to this Sentry DSN",
+    "sentry_send_pii": "send message texts, usernames and request data to Sentry too",
 }
+
+# The original Go server's flags (Go's flag package takes -name and --name alike).
+ORIGINAL_FLAGS = {
+    "addr": ["-addr"],
+    "kozma": ["-kozma"],
+    "sentry_dsn": ["--sentrydsn", "-sentrydsn"],
+    "max_messages_in_room": ["--maxmessagesinroom", "-maxmessagesinroom"],
+    "max_room_title_length": ["--maxroomtitlelength", "-maxroomtitlelength"],
+    "max_username_length": ["--maxusernamelength", "-maxusernamelength"],
+    "max_message_length": ["--maxmessagelength", "-maxmessagelength"],
+}
+
+# Settings that a second variable name also sets (what hosting platforms and tools set).
+FALLBACK_ENV = {"redis_url": "REDIS_URL", "sentry_dsn": "SENTRY_DSN"}
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -93,22 +137,30 @@ def env_name(key: str) -> str:
 
 
 def from_env(environ: os._Environ | dict | None = None) -> dict:
-    """The settings the environment gives, by key."""
+    """The settings the environment gives, by key, with the variable each came from.
+
+    `NANE_ADDR` wins over `PORT`; a `NANE_` variable wins over its fallback
+    (`REDIS_URL`, `SENTRY_DSN`).
+    """
     environ = os.environ if environ is None else environ
-    values = {}
+    values, sources = {}, {}
     if environ.get("PORT"):
-        values["addr"] = "0.0.0.0:" + environ["PORT"]
+        values["addr"] = _convert("port", environ["PORT"], "PORT")
+        sources["addr"] = "PORT"
+    for key, variable in FALLBACK_ENV.items():
+        if environ.get(variable):
+            values[key] = _convert(key, environ[variable], variable)
+            sources[key] = variable
     for f in fields(Config):
         raw = environ.get(env_name(f.name))
         if raw is not None and raw != "":
             values[f.name] = _convert(f.name, raw, env_name(f.name))
-    if "redis_url" not in values and environ.get("REDIS_URL"):
-        values["redis_url"] = _convert("redis_url", environ["REDIS_URL"], "REDIS_URL")
-    return values
+            sources[f.name] = env_name(f.name)
+    return {"values": values, "sources": sources}
 
 
 def _convert(key: str, raw: str, source: str):
-    kind = Config.__dataclass_fields__[key].type
+    kind = "port" if key == "port" else Config.__dataclass_fields__[key].type
     try:
         if kind == "bool":
             lowered = raw.strip().lower()
@@ -125,45 +177,104 @@ def _convert(key: str, raw: str, source: str):
             if value < 0:
                 raise ValueError(raw)
             return value
+        if kind == "port":
+            return "0.0.0.0:" + str(_port(raw))
         if key == "redis_url":
             if not raw.startswith(REDIS_SCHEMES):
                 raise ValueError(raw)
             return raw
+        if key == "sentry_dsn":
+            if not raw.startswith(("http://", "https://")):
+                raise ValueError(raw)
+            return raw
         if key == "addr":
             host, sep, port = raw.rpartition(":")
-            if not sep or not 0 <= int(port) <= 65535:
+            if not sep:
                 raise ValueError(raw)
+            _port(port)
         return raw
     except ValueError:
         raise ConfigError(f"{source}={raw!r} is not a valid {_describe(key, kind)}") from None
 
 
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 <= port <= 65535:
+        raise ValueError(raw)
+    return port
+
+
 def _describe(key: str, kind: str) -> str:
     if key == "redis_url":
         return "redis:// (or rediss://, unix://) URL"
+    if key == "sentry_dsn":
+        return "Sentry DSN (https://KEY@HOST/PROJECT)"
     return {"bool": "boolean (1/0, true/false)", "int": "positive integer",
-            "float": "non-negative number"}.get(kind, "HOST:PORT")
+            "float": "non-negative number", "port": "port number (0-65535)"}.get(kind, "HOST:PORT")
+
+
+METAVARS = {"addr": "HOST:PORT", "redis_url": "URL", "sentry_dsn": "DSN"}
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
 
 
 def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(prog="python -m app", description="nane chat server")
+    cli = argparse.ArgumentParser(
+        prog="python -m app", description="nane chat server",
+        epilog="The original server's flags work too: " + ", ".join(
+            names[0] for names in ORIGINAL_FLAGS.values()) + " (with one dash or two).")
     for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
+        names = [_flag(f.name), *ORIGINAL_FLAGS.get(f.name, [])]
+        env = env_name(f.name) + (f" or {FALLBACK_ENV[f.name]}" if f.name in FALLBACK_ENV else "")
         if f.type == "bool":
-            names = [flag, "-kozma"] if f.name == "kozma" else [flag]
-            cli.add_argument(*names, dest=f.name, action="store_const", const="1",
-                             default=None, help=HELP[f.name])
+            # `-kozma`, and Go's `-kozma=true` / `-kozma=false`
+            cli.add_argument(*names, dest=f.name, nargs="?", const="1", default=None,
+                             metavar="BOOL", help=f"{HELP[f.name]} (default off; env {env})")
         else:
-            cli.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                             help=f"{HELP[f.name]} (default {f.default}; env {env_name(f.name)})")
+            default = f.default if f.default not in ("", 0) else (
+                "that formula" if f.name == "max_frame_bytes" else "none")
+            metavar = METAVARS.get(f.name) or {"int": "N", "float": "SECONDS"}[f.type]
+            cli.add_argument(*names, dest=f.name, default=None, metavar=metavar,
+                             help=f"{HELP[f.name]} (default {default}; env {env})")
     return cli
 
 
 def load(argv: list[str] | None = None, environ: dict | None = None) -> Config:
     """Environment first, flags on top. Raises ConfigError naming the bad setting."""
-    values = from_env(environ)
+    given = from_env(environ)
+    values, sources = given["values"], given["sources"]
     args = parser().parse_args([] if argv is None else argv)
     for key, raw in vars(args).items():
         if raw is not None:
-            values[key] = _convert(key, raw, "--" + key.replace("_", "-"))
-    return Config(**values)
+            values[key] = _convert(key, raw, _flag(key))
+            sources[key] = _flag(key)
+    config = Config(**values)
+    _check_frame_fits(config, sources)
+    return config
+
+
+def load_or_exit(argv: list[str] | None = None) -> Config:
+    """`load`, or one line naming the bad setting on stderr and exit code 2 (as argparse does)."""
+    try:
+        return load(argv)
+    except ConfigError as error:
+        print(f"nane: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _check_frame_fits(config: Config, sources: dict) -> None:
+    """A `max_frame_bytes` too small for a message at the limits would refuse legal messages."""
+    needed = frame_bytes_needed(config)
+    if config.max_frame_bytes >= needed:
+        return
+
+    def named(key: str) -> str:
+        return f"{sources.get(key, key)}={getattr(config, key)}"
+
+    raise ConfigError(
+        f"{named('max_frame_bytes')} is too small for {named('max_message_length')}, "
+        f"{named('max_room_title_length')} and {named('max_id_length')}: a message at those "
+        f"limits can take {needed} bytes (12 per character + 1024); raise max_frame_bytes "
+        f"or lower the others")

@@ -100,7 +100,8 @@ def serve(transport, username: str, query: str) -> None:
     config = current_app.config["NANE"]
     metrics = current_app.extensions["nane_metrics"]
     received, dropped = metrics.received, metrics.dropped
-    limits = Limits(config.max_room_title_length, config.max_message_length)
+    limits = Limits(config.max_room_title_length, config.max_message_length,
+                    config.max_id_length)
     extensions = opted_in(query)
     flood = FloodGuard(config.max_messages_per_second, config.max_flood_seconds)
     name = f"session:{next(_session_numbers)}"
