@@ -148,12 +148,17 @@ def receive(ws, timeout: float = RECEIVE_TIMEOUT) -> dict:
 
 
 def receive_close(ws, timeout: float = RECEIVE_TIMEOUT) -> tuple[int, str]:
-    """Read until the server's close frame; (code, reason)."""
+    """Read until the server's close frame; (code, reason).
+
+    Raw frames: websocket-client would answer the close itself, and that write
+    fails when the server has already dropped the socket.
+    """
     ws.settimeout(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        opcode, data = ws.recv_data(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
+        frame = ws.recv_frame()
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            data = frame.data
             code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
             return code, data[2:].decode(errors="replace")
     raise AssertionError("no close frame")
