@@ -44,7 +44,8 @@ def free_port() -> int:
 class Server:
     """One nane process: its URLs, its log, and how to stop it."""
 
-    def __init__(self, mode: str, port: int, settings: dict, log_dir: Path, env: dict | None = None):
+    def __init__(self, mode: str, port: int, settings: dict, log_dir: Path, env: dict | None = None,
+                 command=None):
         self.mode = mode
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
@@ -57,7 +58,7 @@ class Server:
         environ["PYTHONUNBUFFERED"] = "1"
         self.log_path = log_dir / f"{mode}-{port}.log"
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(MODES[mode](port), cwd=ROOT, env=environ,
+        self.process = subprocess.Popen((command or MODES[mode])(port), cwd=ROOT, env=environ,
                                         stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         self.wait_ready()
@@ -121,8 +122,9 @@ def start_server(tmp_path):
     servers = []
 
     def start(mode: str = "embedded", port: int | None = None, env: dict | None = None,
-              **settings) -> Server:
-        server = Server(mode, port or free_port(), settings, tmp_path, env)
+              command=None, **settings) -> Server:
+        """`command(port)`, when given, is the argv to run instead of the mode's."""
+        server = Server(mode, port or free_port(), settings, tmp_path, env, command)
         servers.append(server)
         return server
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from actors.message import BadFrame, Limits, Ping, parse_frame
-from tests.conftest import ROOT, free_port, receive, receive_close, send
+from tests.conftest import ROOT, receive, receive_close, send
 from tests.ops_helpers import metric, raw_upgrade, wait_for
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
@@ -174,26 +174,14 @@ def _session_listed(server, prefix: str) -> bool:
 # -- 4. the original's command line ----------------------------------------------------------
 
 def test_the_originals_flags_are_accepted(start_server):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "-addr", f"127.0.0.1:{port}", "-kozma",
-         "--maxmessagesinroom", "7", "-maxroomtitlelength=9", "--maxusernamelength", "11",
-         "--maxmessagelength", "13"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        from actors.message import BadFrame, Limits, Ping, parse_frame
-from tests.conftest import Server
-
-        server = Server.__new__(Server)  # only its HTTP helpers: the process is ours
-        server.base, server.process = f"http://127.0.0.1:{port}", process
-        server.log = lambda: ""
-        server.wait_ready()
-        settings = server.get("/api/settings")["result"]
-        assert (settings["max_messages_in_room"], settings["max_room_title_length"],
-                settings["max_username_length"], settings["max_message_length"]) == (7, 9, 11, 13)
-    finally:
-        process.terminate()
-        process.wait(15)
+    server = start_server(command=lambda port: [
+        sys.executable, "-m", "app", "-addr", f"127.0.0.1:{port}", "-kozma",
+        "--maxmessagesinroom", "7", "-maxroomtitlelength=9", "--maxusernamelength", "11",
+        "-maxmessagelength", "13"])
+    settings = server.get("/api/settings")["result"]
+    assert (settings["max_messages_in_room"], settings["max_room_title_length"],
+            settings["max_username_length"], settings["max_message_length"]) == (7, 9, 11, 13)
+    assert "kozma=True" in server.log()
 
 
 # -- 5. bad addresses: one line, exit code 2 -------------------------------------------------
