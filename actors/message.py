@@ -1,6 +1,6 @@
 """The chat message: the one place that validates a client frame and formats a message.
 
-Plain functions and values, no sockets: the rules of SPEC.md (trim, cut by
+Plain functions and values, no sockets: the rules of docs/protocol.md (trim, cut by
 characters, drop when empty, ignore unknown fields and nulls, `id` only when
 given, `created` with nine fractional digits and a `Z`) are tested here
 without a network. A message is encoded to JSON once, when it is made; every
@@ -88,7 +88,7 @@ class Draft:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The cuts SPEC applies to client input, and the longest `id` we keep, in characters."""
+    """The cuts the protocol applies to client input, and the longest `id` we keep, in characters."""
 
     max_room_title_length: int = 50
     max_message_length: int = 10500

@@ -39,7 +39,7 @@ def actors():
     if chat.kozma is not None:
         listed.append(chat.kozma.info())
     for room in rooms:
-        # Every message reaches every connection (SPEC), so a room's receivers
+        # Every message reaches every connection (docs/protocol.md), so a room's receivers
         # are all the hub's sessions: the room hands each message to the hub.
         listed.append({**room.info(), "subscribers": len(sessions)})
     for session in sorted(sessions, key=_session_number):

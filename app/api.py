@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC.md: settings, rooms, one room, a room's history.
+"""The HTTP API of docs/protocol.md: settings, rooms, one room, a room's history.
 
 Every answer is JSON in the `{"result": ...}` / `{"error": ...}` envelope with
 `charset=utf-8` and CORS `*`. The bodies come from the actors already encoded;
@@ -86,7 +86,7 @@ def _registry():
 
 
 def add_cors(response: Response) -> Response:
-    """Browser clients on other origins call the API directly (SPEC Part 3, item 5)."""
+    """Browser clients on other origins call the API directly (docs/protocol.md, Part 3, item 5)."""
     if request.path.startswith("/api/"):
         response.headers["Access-Control-Allow-Origin"] = "*"
         if request.method == "OPTIONS":

@@ -67,7 +67,7 @@ class Config:
 # surrogate pair: 12 bytes), plus the rest of the object.
 BYTES_PER_CHARACTER = 12
 # `{`, `}`, the keys "room", "text", "id" spelled with escapes too (10 characters x 6
-# bytes), their quotes, colons and commas: 83 bytes; the rest is room for whitespace.
+# bytes), the quotes, colons and commas: 79 bytes; the rest is room for whitespace.
 FRAME_OVERHEAD_BYTES = 1024
 
 

@@ -1,6 +1,6 @@
 """The machine-readable contract: one set of JSON Schemas, and the two documents built from it.
 
-`SCHEMAS` describes every JSON shape on the wire (SPEC.md). `openapi()` builds
+`SCHEMAS` describes every JSON shape on the wire (docs/protocol.md). `openapi()` builds
 the OpenAPI 3.1 document served at `/api/openapi.json`; `asyncapi()` builds the
 AsyncAPI 3.0 document of the websocket protocol, kept in docs/asyncapi.json
 (regenerate with `python -m app.contract > docs/asyncapi.json`; a test fails
@@ -69,10 +69,13 @@ SCHEMAS: dict[str, dict] = {
         "type": "object", "required": ["room", "text"],
         "properties": {"room": {"type": "string"}, "text": {"type": "string"},
                        "id": {"type": ["string", "null"],
-                              "description": "Echoed unchanged to every receiver"}},
+                              "description": "Echoed unchanged to every receiver; longer "
+                                             "than max_id_length characters (default 128), "
+                                             "the message is dropped"}},
     },
     "Ping": {
-        "description": "Keep-alive: answered at once with a Pong.",
+        "description": "Keep-alive: answered at once with a Pong. A frame whose `ping` is "
+                       "true is a ping whatever else it holds, and is never posted.",
         "type": "object", "required": ["ping"], "properties": {"ping": {"const": True}},
     },
     "Pong": {
@@ -137,7 +140,7 @@ def _read(summary: str, ok: dict, not_found: bool = False) -> dict:
             "name": "name", "in": "path", "required": True,
             "description": "The room name, percent-encoded UTF-8; any case",
             "schema": {"type": "string", "minLength": 1}, "example": "general"}]
-    # SPEC: GET, HEAD and POST all work on reads; clients in the wild use POST
+    # the protocol: GET, HEAD and POST all work on reads; clients in the wild use POST
     return {"get": operation, "post": dict(operation)}
 
 

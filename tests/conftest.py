@@ -67,13 +67,14 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n"
+                                   f"{self.log()[-5000:]}")
             try:
                 self.get("/api/settings", timeout=1)
                 return
             except (OSError, urllib.error.URLError):
                 time.sleep(0.05)  # polling a port that is not open yet: nothing to await
-        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()[-5000:]}")
 
     def request(self, path: str, method: str = "GET", timeout: float = RECEIVE_TIMEOUT,
                 headers: dict | None = None, body: bytes | None = None):
@@ -101,8 +102,9 @@ class Server:
         return websocket.create_connection(url, timeout=RECEIVE_TIMEOUT, **options)
 
     def log(self) -> str:
+        """The whole log so far (a "no traceback" check must see all of it)."""
         self._log.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
+        return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.process.poll() is None:
@@ -164,16 +166,6 @@ def receive_close(ws, timeout: float = RECEIVE_TIMEOUT) -> tuple[int, str]:
             code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
             return code, data[2:].decode(errors="replace")
     raise AssertionError("no close frame")
-
-
-def expect_silence(ws, seconds: float = 0.3) -> None:
-    """Assert no frame arrives for `seconds` (used only to prove an absence)."""
-    ws.settimeout(seconds)
-    try:
-        frame = ws.recv()
-    except websocket.WebSocketTimeoutException:
-        return
-    raise AssertionError(f"unexpected frame {frame!r}")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -135,8 +135,7 @@ def test_supervisor_gives_up_after_too_many_restarts(caplog):
     for _ in range(3):
         gevent.kill(actor._greenlet)
         gevent.sleep(0)
-    gevent.sleep(0.01)
-    assert not ref.alive
+    wait_for(lambda: not ref.alive)
     with pytest.raises(ActorStopped):
         ref.ask("anyone?", timeout=TIMEOUT)
     assert "gives up" in caplog.text

@@ -100,11 +100,12 @@ def test_sigterm_under_load_every_client_gets_1001_and_the_process_exits_0_in_ti
            exited_s=round(result["exited_after"], 3), grace_s=grace)
 
 
-def test_sigterm_with_no_clients_exits_0_at_once(start_server):
-    server = start_server(shutdown_grace_seconds=10)
+def test_sigterm_with_no_clients_exits_0_without_waiting_for_the_grace(start_server):
+    grace = 60  # nothing to drain: an exit before the grace is over proves it did not wait
+    server = start_server(shutdown_grace_seconds=grace)
     started = time.monotonic()
-    assert server.stop() == 0
-    assert time.monotonic() - started < 2
+    assert server.stop(timeout=grace - 10) == 0
+    figure("sigterm_idle", exited_s=round(time.monotonic() - started, 3), grace_s=grace)
 
 
 # -- keep-alive: pings, dead peers, idle HTTP ---------------------------------
@@ -152,14 +153,12 @@ def test_a_connection_that_never_finishes_its_request_is_dropped(start_server, m
     silent = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     trickle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     trickle.sendall(b"GET /api/rooms HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
-    started = time.monotonic()
     for sock in (silent, trickle):
-        sock.settimeout(5)
+        sock.settimeout(15)  # dropped after 1 s; the default would hold it for 75 s
         try:
             assert sock.recv(4096) == b""
         except ConnectionResetError:
             pass
-    assert time.monotonic() - started < 4
     assert server.get("/api/rooms")["result"] == []  # and the server serves others as before
 
 
@@ -172,10 +171,19 @@ def test_a_flood_is_dropped_with_an_error_frame_then_closed_1008(server_with_flo
     burst = 5 * 5  # five seconds' worth of 5 per second
     for i in range(burst):
         send(flooder, room="r", text=f"ok {i}", id=f"m{i}")
-    for i in range(burst):
+    for i in range(burst):  # a full bucket takes the whole burst
         assert receive(flooder)["id"] == f"m{i}"
-    send(flooder, room="r", text="one too many", id="over")
-    assert receive(flooder) == {"error": "too many messages: at most 5 per second", "id": "over"}
+    # Past the burst, frames are dropped with an error frame. A token comes back every
+    # 200 ms, so on a slow machine one may pass first; a drop must come all the same.
+    for i in range(100):
+        send(flooder, room="r", text="one too many", id=f"over{i}")
+        answer = receive(flooder)
+        if "error" in answer:
+            assert answer == {"error": "too many messages: at most 5 per second", "id": f"over{i}"}
+            break
+        assert answer["id"] == f"over{i}"
+    else:
+        raise AssertionError("100 frames past the burst and none was dropped")
     # keep flooding: after max_flood_seconds (1) of drops in a row the server closes 1008
     flooder.settimeout(0.05)
     started, code, sent = time.monotonic(), None, burst + 1

@@ -1,4 +1,4 @@
-"""The whole SPEC Part 3 suite again, against a server whose rooms live in Redis.
+"""The whole Part 3 suite of docs/protocol.md again, against a server whose rooms live in Redis.
 
 Every test of tests/test_spec.py runs here unchanged, with `start_server`
 (and so `server`) pointed at a private redis-server: the shared-rooms path

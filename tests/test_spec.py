@@ -1,4 +1,4 @@
-"""SPEC.md Part 3, item by item, against a real embedded server process.
+"""docs/protocol.md Part 3, item by item, against a real embedded server process.
 
 Each test names the item it guards; each would fail on a server that broke it.
 """
@@ -12,7 +12,7 @@ import urllib.parse
 import pytest
 import websocket
 
-from tests.conftest import expect_silence, receive, send
+from tests.conftest import receive, send
 
 CREATED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
@@ -169,9 +169,8 @@ def test_12_no_other_frames_unless_opted_in(server):
     assert "error" in receive(opted)
     send(opted, room="r", text="", id="mine")
     assert receive(opted) == {"error": "text is empty", "id": "mine"}
-    expect_silence(plain)
     send(plain, room="r", text="still connected")  # bad input cost nothing
-    assert receive(plain)["text"] == "still connected"
+    assert receive(plain)["text"] == "still connected"  # the next frame: nothing came before
 
 
 def test_13_ping_answered_and_protocol_ping_too(server):
@@ -233,7 +232,8 @@ def test_18_trim_cut_by_characters_drop_empty(start_server):
     assert receive(ws)["room"] == "Ёлки"
     send(ws, room="   ", text="dropped")
     send(ws, room="r", text="\n\t ")
-    expect_silence(ws)
+    send(ws, room="r", text="end")
+    assert receive(ws)["text"] == "end"  # the next frame: both drops posted nothing
 
 
 def test_19_several_connections_per_username(server):
