@@ -7,6 +7,7 @@ Real servers on loopback ports and real websocket clients, as everywhere else.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -217,3 +218,22 @@ def test_help_names_every_variable_once():
         assert variable in text, variable
     for flag in ("--sentrydsn", "--maxmessagesinroom", "-kozma"):
         assert flag in text, flag
+
+
+# -- 5. a fresh clone has all it needs ------------------------------------------------------
+
+def test_documents_link_only_inside_the_repository():
+    for document in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = (document.parent / target.split("#")[0]).resolve()
+            assert path.is_relative_to(ROOT) and path.exists(), (document.name, target)
+
+
+def test_the_python_we_test_is_pinned_for_platforms():
+    pinned = (ROOT / ".python-version").read_text().strip()
+    assert pinned == f"{sys.version_info.major}.{sys.version_info.minor}" == "3.11"
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert "gunicorn[gevent]" in requirements  # its gevent workers import `packaging`
+    assert "sentry-sdk[flask]" in requirements

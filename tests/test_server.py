@@ -52,7 +52,9 @@ def test_nameless_is_refused_with_401(start_server, mode):
 
 @pytest.mark.parametrize("mode", ALL_MODES)
 def test_oversized_frame_closes_1009_before_it_is_buffered(start_server, mode):
-    server = start_server(mode, max_frame_bytes=4096)
+    # a small frame limit needs small message limits: 12 x (100 + 20 + 16) + 1024 = 2656 fits
+    server = start_server(mode, max_frame_bytes=4096, max_message_length=100,
+                          max_room_title_length=20, max_id_length=16)
     process = psutil.Process(server.process.pid)
     worker = (process.children() or [process])[0]
     bystander = server.connect("bystander")
