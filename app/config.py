@@ -136,8 +136,8 @@ def env_name(key: str) -> str:
     return "NANE_" + key.upper()
 
 
-def from_env(environ: os._Environ | dict | None = None) -> dict:
-    """The settings the environment gives, by key, with the variable each came from.
+def from_env(environ: os._Environ | dict | None = None) -> tuple[dict, dict]:
+    """The settings the environment gives, by key, and the variable each came from.
 
     `NANE_ADDR` wins over `PORT`; a `NANE_` variable wins over its fallback
     (`REDIS_URL`, `SENTRY_DSN`).
@@ -156,7 +156,7 @@ def from_env(environ: os._Environ | dict | None = None) -> dict:
         if raw is not None and raw != "":
             values[f.name] = _convert(f.name, raw, env_name(f.name))
             sources[f.name] = env_name(f.name)
-    return {"values": values, "sources": sources}
+    return values, sources
 
 
 def _convert(key: str, raw: str, source: str):
@@ -243,8 +243,7 @@ def parser() -> argparse.ArgumentParser:
 
 def load(argv: list[str] | None = None, environ: dict | None = None) -> Config:
     """Environment first, flags on top. Raises ConfigError naming the bad setting."""
-    given = from_env(environ)
-    values, sources = given["values"], given["sources"]
+    values, sources = from_env(environ)
     args = parser().parse_args([] if argv is None else argv)
     for key, raw in vars(args).items():
         if raw is not None:
