@@ -17,6 +17,13 @@ class Append:
 
 
 @dataclass(frozen=True, slots=True)
+class Forget:
+    """Drop the `count` oldest messages (tell): the registry keeps all rooms to a byte budget."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class GetHistory:
     """Ask: the `/history` body, oldest message first, as JSON bytes."""
 
@@ -46,6 +53,10 @@ class RoomActor(Actor):
         match message:
             case Append(posted):
                 self._history.append(posted)
+                self._history_body = None
+            case Forget(count):
+                for _ in range(min(count, len(self._history))):
+                    self._history.popleft()
                 self._history_body = None
             case GetHistory():
                 if self._history_body is None:

@@ -19,13 +19,14 @@ import time
 from typing import Callable
 
 import greenlet
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from gevent.event import Event
 
 from actors.actor import ActorError, Probe
 from actors.hub import DrainAll
 from actors.message import encode_error, encode_result
 from actors.session import GOING_AWAY
+from app.limits import AddressLimits, client_address
 
 log = logging.getLogger("nane.ops")
 
@@ -46,13 +47,21 @@ class Connections:
 
     FULL = "server full, try again later"
     STOPPING = "server shutting down"
+    ADDRESS_FULL = "too many connections from your address"
 
-    def __init__(self, max_connections: int):
+    def __init__(self, max_connections: int, addresses: AddressLimits | None = None,
+                 trusted_proxies: frozenset[str] = frozenset()):
         self.max = max_connections
         self.open = 0
         self.stopping = False
         self.idle = Event()
         self.idle.set()
+        self.addresses = addresses or AddressLimits(max_connections, 1 << 30)
+        self.trusted_proxies = trusted_proxies
+
+    def address_of(self, environ: dict) -> str:
+        """The client address this request counts against (see `limits.client_address`)."""
+        return client_address(environ, self.trusted_proxies)
 
     def acquire(self, environ: dict) -> str | None:
         """Take a slot for this request: None when taken (or already held), else why not."""
@@ -62,13 +71,18 @@ class Connections:
             return self.STOPPING
         if self.open >= self.max:
             return self.FULL
+        address = self.address_of(environ)
+        if not self.addresses.acquire(address):
+            return self.ADDRESS_FULL
         self.open += 1
-        environ[SLOT] = True
+        environ[SLOT] = address
         self.idle.clear()
         return None
 
     def release(self, environ: dict) -> None:
-        if environ.pop(SLOT, False):
+        address = environ.pop(SLOT, None)
+        if address is not None:
+            self.addresses.release(address)
             self.open -= 1
             if self.open <= 0:
                 self.idle.set()
@@ -109,6 +123,21 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
     chat.stop()
     log.info("event=shutdown_done sessions=%d cut_off=%d still_open=%d seconds=%.3f",
              len(sessions), cut_off, connections.open, time.monotonic() - started)
+
+
+@bp.before_app_request
+def refuse_large_bodies():
+    """Nothing here reads a body: a big one is refused unread, and the connection closed.
+
+    (The embedded server's handler refuses it before the app runs, app/server.py;
+    this covers `gunicorn -k gevent`.)
+    """
+    limit = current_app.config["NANE"].max_request_body_bytes
+    if (request.content_length or 0) > limit:
+        response = _json(f"request body larger than {limit} bytes", 413)
+        response.headers["Connection"] = "close"
+        return response
+    return None
 
 
 # -- health --------------------------------------------------------------------
