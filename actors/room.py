@@ -65,5 +65,11 @@ class RoomActor(Actor):
             case _:
                 raise TypeError(f"room cannot handle {message!r}")
 
+    def on_stop(self, reason) -> None:
+        # A forgotten room's messages go now: the actor object itself may wait for the
+        # cyclic garbage collector (it and its greenlet refer to each other).
+        self._history.clear()
+        self._history_body = None
+
     def info(self) -> dict:
         return {"room": self.room, "history": len(self._history)}

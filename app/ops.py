@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 import time
 from typing import Callable
 
+import gevent
 import greenlet
 from flask import Blueprint, Flask, Response, current_app, request
 from gevent.event import Event
@@ -125,19 +127,61 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
              len(sessions), cut_off, connections.open, time.monotonic() - started)
 
 
-@bp.before_app_request
-def refuse_large_bodies():
-    """Nothing here reads a body: a big one is refused unread, and the connection closed.
+HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet
 
-    (The embedded server's handler refuses it before the app runs, app/server.py;
-    this covers `gunicorn -k gevent`.)
+
+def cut_when_late(sock, seconds: float, remote: str) -> gevent.Greenlet:
+    """Shut `sock` down after `seconds` unless killed first: a request's whole-time deadline.
+
+    Shutting the socket down (rather than raising a timeout into the request's
+    greenlet) ends any read or write on it as a broken pipe, which every
+    server here drops quietly.
     """
-    limit = current_app.config["NANE"].max_request_body_bytes
-    if (request.content_length or 0) > limit:
-        response = _json(f"request body larger than {limit} bytes", 413)
+    def cut() -> None:
+        log.info("event=http_timeout remote=%s seconds=%s", remote, seconds)
+        try:
+            # Through a second socket object on the same descriptor: gevent's own
+            # shutdown() would wake the blocked greenlet with a "descriptor closed"
+            # error that servers log as a crash; this way its write fails as EPIPE.
+            twin = socket.socket(fileno=sock.fileno())
+        except OSError:
+            return  # already closed
+        try:
+            twin.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            twin.detach()
+
+    return gevent.spawn_later(seconds, cut)
+
+
+@bp.before_app_request
+def bound_http_requests():
+    """Under `gunicorn -k gevent`: what app/server.py's handler does in the other modes.
+
+    Nothing here reads a body, so a big one is refused unread (413) and the
+    connection closed; and the request, its answer included, must be done
+    within `http_idle_timeout_seconds` (app/simple_ws.py lifts that for a websocket).
+    """
+    config = current_app.config["NANE"]
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None and HTTP_CUTTER not in request.environ:
+        request.environ[HTTP_CUTTER] = cut_when_late(
+            sock, config.http_idle_timeout_seconds, request.remote_addr)
+    if (request.content_length or 0) > config.max_request_body_bytes:
+        response = _json(f"request body larger than {config.max_request_body_bytes} bytes", 413)
         response.headers["Connection"] = "close"
         return response
     return None
+
+
+@bp.after_app_request
+def stop_the_deadline_once_answered(response: Response) -> Response:
+    cutter = request.environ.get(HTTP_CUTTER)
+    if cutter is not None:
+        response.call_on_close(cutter.kill)  # after the server has written the answer
+    return response
 
 
 # -- health --------------------------------------------------------------------

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import gevent
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from app.ops import connections_of
+from app.ops import connections_of, cut_when_late
 from actors.message import encode_error
 from app.ws import handshake_refusal, username_from_query
 
@@ -41,6 +42,7 @@ class NaneWebSocketHandler(WebSocketHandler):
     request_timeout = 75.0
     max_request_body_bytes = 65536
     _deadline: gevent.Timeout | None = None
+    _cutter: gevent.Greenlet | None = None
     _refusal: tuple[str, str] | None = None
 
     def __init__(self, sock, address, server, rfile=None):
@@ -59,12 +61,19 @@ class NaneWebSocketHandler(WebSocketHandler):
 
     def read_requestline(self):
         self._cancel_deadline()
+        self._started = time.monotonic()
         self._deadline = gevent.Timeout.start_new(self.request_timeout)
         return super().read_requestline()
 
     def read_request(self, raw_requestline):
         if not super().read_request(raw_requestline):
             return False
+        # The head is in; the rest (body, answer) may take what is left of the deadline.
+        # A timeout raised into gevent's request code would be logged as a crash: the
+        # socket is shut down instead, which it drops quietly as a broken pipe.
+        self._cancel_deadline()
+        left = max(self.request_timeout - (time.monotonic() - self._started), 0.1)
+        self._cutter = cut_when_late(self.socket, left, self._remote())
         self._refusal = None
         if any("\n" in value or "\r" in value for value in self.headers.values()):
             log.info("event=http_refused status=400 reason=folded_header remote=%s",
@@ -110,6 +119,9 @@ class NaneWebSocketHandler(WebSocketHandler):
         if self._deadline is not None:
             self._deadline.close()
             self._deadline = None
+        if self._cutter is not None:
+            self._cutter.kill(block=False)
+            self._cutter = None
 
     # -- one send per response ---------------------------------------------------
 

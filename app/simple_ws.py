@@ -20,6 +20,8 @@ understands.
 
 from __future__ import annotations
 
+from app.ops import HTTP_CUTTER
+
 READ_BUFFER_BYTES = 2048
 
 
@@ -44,4 +46,7 @@ def before_handshake(environ: dict) -> None:
 def take_over(ws):
     """The upgraded socket and a read buffer over it; simple-websocket will not touch either."""
     ws.connected = False
+    cutter = ws.environ.get(HTTP_CUTTER)
+    if cutter is not None:
+        cutter.kill()  # an HTTP request's deadline (app/ops.py), not a websocket's
     return ws.sock, ws.sock.makefile("rb", READ_BUFFER_BYTES)

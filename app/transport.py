@@ -108,7 +108,7 @@ class WebSocketTransport:
         self._max = max_message_bytes
         self._max_fragments = max_fragments
         self._write_timeout = write_timeout
-        self._admit_control = admit_control
+        self.admit_control = admit_control
         self._on_closed = on_closed
         self._write_lock = Semaphore()
         self._heard = True
@@ -222,7 +222,7 @@ class WebSocketTransport:
                 raise ProtocolError(f"close code {code} is not allowed on the wire")
             self.close(code, "")
             return
-        if not self._admit_control():
+        if not self.admit_control():
             return  # over the rate limit: not even answered
         self._heard = True
         if op == OP_PING:

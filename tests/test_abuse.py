@@ -34,6 +34,9 @@ DEADLINE = 10.0  # seconds a bystander's probe may take before the server counts
 MiB = 1024 * 1024
 slow = pytest.mark.skipif(os.environ.get("NANE_SLOW_TESTS") != "1",
                           reason="slow variant: NANE_SLOW_TESTS=1 runs it")
+# gunicorn's GeventWebSocketWorker runs the embedded server's own handler and transport: its
+# variant of the slower attacks runs with NANE_SLOW_TESTS=1, the other two always
+MODES = ["embedded", pytest.param("gunicorn-geventwebsocket", marks=slow), "gunicorn-gevent"]
 
 
 def worker_process(server) -> psutil.Process:
@@ -187,7 +190,7 @@ def _flood(start_server, mode: str, kind: str, connections: int, seconds: float)
         sock.close()
 
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", ["pong", "continuation"])
 def test_a_frame_flood_stalls_nobody_and_sigterm_still_works(start_server, mode, kind):
     _flood(start_server, mode, kind, connections=1, seconds=6.5)
@@ -219,7 +222,7 @@ def test_control_frames_count_against_the_rate_limit(start_server):
 
 # -- 2. a writer stuck forever -------------------------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_a_client_that_stops_reading_mid_write_is_cut_off_in_bounded_time(start_server, mode):
     server = start_server(mode, ping_interval_seconds=1, ping_timeout_seconds=2,
                           write_timeout_seconds=2, max_message_length=60000, max_messages_per_second=100000,
@@ -231,7 +234,9 @@ def test_a_client_that_stops_reading_mid_write_is_cut_off_in_bounded_time(start_
         poster = server.connect("poster")
         text = "x" * 60000
         for i in range(150):  # 9 MB: more than the socket buffers to `silent` hold
-            send(poster, room="big", text=text)
+            send(poster, room="big", text=text, id=f"m{i}")
+            while receive(poster, timeout=30).get("id") != f"m{i}":
+                pass  # the poster reads, so only `silent` stalls
         wait_for(lambda: metric(server, "nane_open_connections") <= 2, timeout=20,
                  what="the silent client to be cut off")
         watch.assert_alive()
@@ -263,7 +268,7 @@ def test_a_body_that_never_comes_is_refused_or_timed_out(start_server, mode):
 
 # -- 4. one writer per socket -----------------------------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_pings_during_a_blocked_write_never_leak_a_connection_slot(start_server, mode):
     server = start_server(mode, max_connections=6, max_message_length=60000, max_messages_per_second=100000,
                           max_flood_seconds=1000)
@@ -271,7 +276,9 @@ def test_pings_during_a_blocked_write_never_leak_a_connection_slot(start_server,
     attackers = [raw_upgrade(server.port, f"pinger{i}", receive_buffer=4096) for i in range(5)]
     text = "y" * 60000
     for i in range(100):  # 6 MB each: every attacker's session blocks in a write
-        send(poster, room="big", text=text)
+        send(poster, room="big", text=text, id=f"m{i}")
+        while receive(poster, timeout=30).get("id") != f"m{i}":
+            pass
     for _ in range(50):
         for sock in attackers:
             try:
@@ -292,24 +299,24 @@ def test_pings_during_a_blocked_write_never_leak_a_connection_slot(start_server,
 
 # -- 5. stalled readers hold references, not copies ----------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_stalled_readers_hold_shared_frames_not_copies(start_server, mode):
     server = start_server(mode, max_message_length=60000, max_messages_per_second=100000, max_flood_seconds=1000)
-    stalled = [raw_upgrade(server.port, f"stalled{i}", receive_buffer=4096) for i in range(20)]
+    stalled = [raw_upgrade(server.port, f"stalled{i}", receive_buffer=4096) for i in range(10)]
     with Watch(server, f"abuse_stalled_readers[{mode}]") as watch:
         poster = server.connect("poster")
         poster.settimeout(30)
         text = "z" * 60000
-        for i in range(300):  # 18 MB of messages, to 20 clients that read nothing
+        for i in range(150):  # 9 MB of messages, to 10 clients that read nothing
             send(poster, room="big", text=text, id=f"m{i}")
-        while receive(poster, timeout=30).get("id") != "m299":
+        while receive(poster, timeout=30).get("id") != "m149":
             pass
         time.sleep(1)  # let every session try its writes: there is no event for "blocked"
         watch.sample()
         watch.assert_alive()
-    # the history (18 MB of messages, held as text, JSON and frame) and nothing per client;
-    # not 20 copies of what each could not take (360 MB)
-    assert watch.growth < 150 * MiB, watch.growth / MiB
+    # the history (9 MB of messages, held as text, JSON and frame) and nothing per client;
+    # not 10 copies of what each could not take (90 MB)
+    assert watch.growth < 64 * MiB, watch.growth / MiB
     for sock in stalled:
         sock.close()
 
@@ -329,19 +336,19 @@ def test_a_stalled_reader_is_cut_off_by_its_outbox_byte_budget(start_server):
 
 # -- 6. HTTP answers are not copied per client -----------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_history_readers_that_never_read_cost_no_copies_and_are_dropped(start_server, mode):
     server = start_server(mode, max_message_length=60000, max_messages_per_second=100000, max_flood_seconds=1000,
                           http_idle_timeout_seconds=8)
     poster = server.connect("poster")
     poster.settimeout(30)
-    for i in range(300):
+    for i in range(150):
         send(poster, room="big", text="h" * 60000, id=f"m{i}")
-    while receive(poster, timeout=30).get("id") != "m299":
+    while receive(poster, timeout=30).get("id") != "m149":
         pass
     poster.close()
     status, _, body = server.request("/api/rooms/big/history", timeout=30)
-    assert status == 200 and len(body) > 17 * MiB
+    assert status == 200 and len(body) > 8 * MiB
     with Watch(server, f"abuse_history_readers[{mode}]") as watch:
         readers = []
         for _ in range(10):
@@ -358,7 +365,8 @@ def test_history_readers_that_never_read_cost_no_copies_and_are_dropped(start_se
                               if c.raddr and c.raddr.port in ports
                               and c.status == psutil.CONN_ESTABLISHED],
                  timeout=8 + 15, what="the stuck responses to be dropped")
-    assert watch.growth < 40 * MiB, watch.growth / MiB  # not 10 copies of 18 MB
+    assert watch.growth < 40 * MiB, watch.growth / MiB  # not 10 copies of 9 MB
+    assert "Traceback" not in server.log()
     for sock in readers:
         sock.close()
 
@@ -381,7 +389,7 @@ def test_a_message_in_endless_fragments_is_refused(start_server, mode):
     assert watch.growth < 16 * MiB, watch.growth / MiB
 
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_big_messages_faster_than_they_are_taken_are_not_buffered(start_server, mode):
     server = start_server(mode)
     with Watch(server, f"abuse_big_message_flood[{mode}]") as watch:
@@ -404,13 +412,14 @@ def test_the_history_keeps_to_its_byte_budget(start_server, mode):
     assert server.get("/api/settings")["result"]["max_history_bytes"] == budget
     posters = [server.connect(f"poster{i}") for i in range(4)]
     with Watch(server, f"abuse_history_budget[{mode}]") as watch:
-        for i in range(160):  # 4 x 160 x 60 KB = 38 MB into 20 rooms
+        for i in range(100):  # 4 x 100 x 60 KB = 24 MB into 20 rooms, read as it goes
             for n, poster in enumerate(posters):
                 send(poster, room=f"room{(i + n) % 20}", text="m" * 60000, id=f"{n}-{i}")
-        for n, poster in enumerate(posters):
-            poster.settimeout(30)
-            while receive(poster, timeout=30).get("id") != f"{n}-159":
-                pass
+            for poster in posters:  # every poster sees every message: none piles up unread
+                seen = 0
+                while seen < len(posters):
+                    seen += receive(poster, timeout=30).get("sender", {}).get(
+                        "username", "").startswith("poster")
         watch.sample()
         watch.assert_alive()
     kept = 0
@@ -418,10 +427,11 @@ def test_the_history_keeps_to_its_byte_budget(start_server, mode):
         history = server.get(f"/api/rooms/{room['name']}/history")["result"]
         kept += sum(len(json.dumps(m, ensure_ascii=False).encode()) for m in history)
     assert 0 < kept <= budget
-    last_room = server.get(f"/api/rooms/room{(159 + 3) % 20}/history")["result"]
-    assert last_room[-1]["id"] == "3-159"  # the newest message is never forgotten
-    # the README: the history costs at most about 3 x max_history_bytes (json, wire, body)
-    assert watch.growth < 3 * budget + 24 * MiB, watch.growth / MiB
+    last_room = server.get(f"/api/rooms/room{(99 + 3) % 20}/history")["result"]
+    assert last_room[-1]["id"] == "3-99"  # the newest message is never forgotten
+    # the README: a message in the history costs about 5 x its JSON (text, JSON, wire frame,
+    # room summary, cached /history body)
+    assert watch.growth < 5 * budget + 24 * MiB, watch.growth / MiB
 
 
 # -- 9. malformed handshakes are refused clearly ----------------------------------
@@ -505,7 +515,7 @@ def test_an_oversized_message_is_refused_from_its_header_with_the_documented_rea
 
 # -- 11. a refused client hears why ---------------------------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size", [4 * MiB, 16 * MiB])
 def test_a_refused_client_receives_its_1009(start_server, mode, size):
     server = start_server(mode)
