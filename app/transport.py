@@ -21,7 +21,8 @@ What it promises, whatever the client sends (README, "Limits"):
   the one message being read;
 - after a close for a broken rule (1002, 1007, 1008, 1009) the rest of what
   the peer sends is read and discarded, at most `DRAIN_BYTES` bytes for
-  `DRAIN_SECONDS`, so that it receives the close frame instead of a TCP reset.
+  `DRAIN_SECONDS` (or until it pauses for `DRAIN_PAUSE`), so that it receives
+  the close frame instead of a TCP reset.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CLOSE_TIMEOUT = 1.0  # seconds a close frame may take before we drop the connect
 YIELD_EVERY = 16  # frames read in a row before the reader gives other greenlets a turn
 DRAIN_BYTES = 64 * 1024 * 1024  # discarded after a refusal, at most, waiting for the peer's close
 DRAIN_SECONDS = 10.0
+DRAIN_PAUSE = 1.0  # a peer that sends nothing for this long while we drain is done writing
 IOV_MAX = 512  # buffers per sendmsg call (the kernel takes up to 1024)
 READ_CHUNK = 64 * 1024
 
@@ -229,21 +231,24 @@ class WebSocketTransport:
             self._send_raw([server_frame(OP_PONG, payload)])
 
     def _drain(self, unread: int | None) -> None:
-        """Read and discard until the peer's close frame or EOF, bounded in bytes and time.
+        """Read and discard until the peer's close frame, EOF or a pause, bounded in bytes and time.
 
         A peer still writing when we close would get a TCP reset, and a reset
-        throws away our close frame before the peer reads it.
+        throws away our close frame before the peer reads it. `unread` is what
+        is left of the current frame (then frames are skipped whole until a
+        close frame), or None when the stream cannot be parsed (then bytes are
+        skipped until EOF). A peer that pauses for `DRAIN_PAUSE` is done writing.
         """
         budget = DRAIN_BYTES
-        scratch = bytearray(READ_CHUNK)
+        scratch = memoryview(bytearray(READ_CHUNK))
         try:
             with gevent.Timeout(DRAIN_SECONDS):
                 while budget > 0:
                     skip = unread if unread is not None else budget
                     while skip > 0 and budget > 0:
                         self._take_turns()
-                        got = self._rfile.readinto(memoryview(scratch)[:min(skip, budget,
-                                                                          READ_CHUNK)])
+                        with gevent.Timeout(DRAIN_PAUSE):
+                            got = self._rfile.readinto(scratch[:min(skip, budget, READ_CHUNK)])
                         if not got:
                             return  # EOF
                         skip -= got
@@ -251,7 +256,8 @@ class WebSocketTransport:
                     if unread is None:
                         return
                     self._take_turns()
-                    _, op, unread, _ = self._read_header()
+                    with gevent.Timeout(DRAIN_PAUSE):
+                        _, op, unread, _ = self._read_header()
                     budget -= 2
                     if op == OP_CLOSE:
                         return

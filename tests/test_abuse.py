@@ -37,6 +37,9 @@ slow = pytest.mark.skipif(os.environ.get("NANE_SLOW_TESTS") != "1",
 # gunicorn's GeventWebSocketWorker runs the embedded server's own handler and transport: its
 # variant of the slower attacks runs with NANE_SLOW_TESTS=1, the other two always
 MODES = ["embedded", pytest.param("gunicorn-geventwebsocket", marks=slow), "gunicorn-gevent"]
+# where the attack only ever hurt `-k gevent` (simple-websocket's thread and buffer)
+GEVENT_FIRST = [pytest.param("embedded", marks=slow),
+                pytest.param("gunicorn-geventwebsocket", marks=slow), "gunicorn-gevent"]
 
 
 def worker_process(server) -> psutil.Process:
@@ -191,14 +194,14 @@ def _flood(start_server, mode: str, kind: str, connections: int, seconds: float)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["pong", "continuation"])
+@pytest.mark.parametrize("kind", ["pong"])
 def test_a_frame_flood_stalls_nobody_and_sigterm_still_works(start_server, mode, kind):
     _flood(start_server, mode, kind, connections=1, seconds=6.5)
 
 
 @slow
 @pytest.mark.parametrize("mode", ALL_MODES)
-@pytest.mark.parametrize("kind", ["ping", "message"])
+@pytest.mark.parametrize("kind", ["continuation", "ping", "message"])
 def test_a_ping_or_message_flood_stalls_nobody(start_server, mode, kind):
     _flood(start_server, mode, kind, connections=4 if kind == "message" else 1, seconds=6.5)
 
@@ -245,7 +248,7 @@ def test_a_client_that_stops_reading_mid_write_is_cut_off_in_bounded_time(start_
 
 # -- 3. a POST body that never comes -------------------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_a_body_that_never_comes_is_refused_or_timed_out(start_server, mode):
     server = start_server(mode, http_idle_timeout_seconds=2)
     huge = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -268,7 +271,7 @@ def test_a_body_that_never_comes_is_refused_or_timed_out(start_server, mode):
 
 # -- 4. one writer per socket -----------------------------------------------------
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", GEVENT_FIRST)
 def test_pings_during_a_blocked_write_never_leak_a_connection_slot(start_server, mode):
     server = start_server(mode, max_connections=6, max_message_length=60000, max_messages_per_second=100000,
                           max_flood_seconds=1000)
@@ -321,6 +324,7 @@ def test_stalled_readers_hold_shared_frames_not_copies(start_server, mode):
         sock.close()
 
 
+@slow
 @pytest.mark.xfail(strict=False, reason="outbox byte bound lands with issue 11")
 def test_a_stalled_reader_is_cut_off_by_its_outbox_byte_budget(start_server):
     server = start_server(max_outbox_bytes=2 * MiB, max_message_length=60000, max_messages_per_second=100000,
@@ -330,7 +334,7 @@ def test_a_stalled_reader_is_cut_off_by_its_outbox_byte_budget(start_server):
     for i in range(200):  # 12 MB
         send(poster, room="big", text="w" * 60000)
     wait_for(lambda: metric(server, "nane_disconnects_total", reason="slow_consumer") >= 1,
-             timeout=15, what="a 1008 slow consumer cut-off")
+             timeout=8, what="a 1008 slow consumer cut-off")
     stalled.close()
 
 
@@ -373,7 +377,7 @@ def test_history_readers_that_never_read_cost_no_copies_and_are_dropped(start_se
 
 # -- 7. fragments and buffers ------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_a_message_in_endless_fragments_is_refused(start_server, mode):
     server = start_server(mode)
     with Watch(server, f"abuse_fragments[{mode}]") as watch:
@@ -389,7 +393,7 @@ def test_a_message_in_endless_fragments_is_refused(start_server, mode):
     assert watch.growth < 16 * MiB, watch.growth / MiB
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", GEVENT_FIRST)
 def test_big_messages_faster_than_they_are_taken_are_not_buffered(start_server, mode):
     server = start_server(mode)
     with Watch(server, f"abuse_big_message_flood[{mode}]") as watch:
@@ -406,13 +410,13 @@ def test_big_messages_faster_than_they_are_taken_are_not_buffered(start_server, 
 
 @pytest.mark.parametrize("mode", ["embedded"])
 def test_the_history_keeps_to_its_byte_budget(start_server, mode):
-    budget = 8 * MiB
+    budget = 4 * MiB
     server = start_server(mode, max_history_bytes=budget, max_message_length=60000, max_messages_per_second=100000,
                           max_flood_seconds=1000)
     assert server.get("/api/settings")["result"]["max_history_bytes"] == budget
     posters = [server.connect(f"poster{i}") for i in range(4)]
     with Watch(server, f"abuse_history_budget[{mode}]") as watch:
-        for i in range(100):  # 4 x 100 x 60 KB = 24 MB into 20 rooms, read as it goes
+        for i in range(40):  # 4 x 40 x 60 KB = 9.6 MB into 20 rooms, read as it goes
             for n, poster in enumerate(posters):
                 send(poster, room=f"room{(i + n) % 20}", text="m" * 60000, id=f"{n}-{i}")
             for poster in posters:  # every poster sees every message: none piles up unread
@@ -427,8 +431,8 @@ def test_the_history_keeps_to_its_byte_budget(start_server, mode):
         history = server.get(f"/api/rooms/{room['name']}/history")["result"]
         kept += sum(len(json.dumps(m, ensure_ascii=False).encode()) for m in history)
     assert 0 < kept <= budget
-    last_room = server.get(f"/api/rooms/room{(99 + 3) % 20}/history")["result"]
-    assert last_room[-1]["id"] == "3-99"  # the newest message is never forgotten
+    last_room = server.get(f"/api/rooms/room{(39 + 3) % 20}/history")["result"]
+    assert last_room[-1]["id"] == "3-39"  # the newest message is never forgotten
     # the README: a message in the history costs about 5 x its JSON (text, JSON, wire frame,
     # room summary, cached /history body)
     assert watch.growth < 5 * budget + 24 * MiB, watch.growth / MiB
@@ -489,7 +493,7 @@ def test_malformed_handshakes_get_a_4xx_with_a_reason(start_server, mode):
 
 # -- 10. RFC 6455 protocol errors ---------------------------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_protocol_errors_close_1002(start_server, mode):
     server = start_server(mode)
     unmasked = raw_upgrade(server.port, "unmasked")
@@ -501,7 +505,7 @@ def test_protocol_errors_close_1002(start_server, mode):
         assert read_frames_until_end(sock, 10)[1] == 1002, code
 
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_an_oversized_message_is_refused_from_its_header_with_the_documented_reason(
         start_server, mode):
     server = start_server(mode, max_frame_bytes=4096)
@@ -526,7 +530,7 @@ def test_a_refused_client_receives_its_1009(start_server, mode, size):
 
 # -- 13. many connections, one address --------------------------------------------------
 
-@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_connections_per_address_are_limited(start_server, mode):
     server = start_server(mode, max_connections_per_address=3)
     clients = [server.connect(f"c{i}") for i in range(3)]
@@ -546,7 +550,7 @@ def _sent_and_limited(server, headers: list[dict]) -> tuple[int, int]:
             send(client, room="r", text=f"{n}:{i}", id=f"{n}:{i}")
     delivered = limited = 0
     for client in clients:
-        client.settimeout(1)
+        client.settimeout(0.5)
         try:
             while True:
                 frame = json.loads(client.recv())
@@ -560,7 +564,7 @@ def _sent_and_limited(server, headers: list[dict]) -> tuple[int, int]:
     return delivered, limited
 
 
-@pytest.mark.parametrize("mode", ["embedded", "gunicorn-gevent"])
+@pytest.mark.parametrize("mode", ["embedded", pytest.param("gunicorn-gevent", marks=slow)])
 def test_messages_per_address_are_limited_and_forwarded_for_only_from_a_trusted_proxy(
         start_server, mode):
     # 3 connections x 40 messages at once: each connection's own burst (5 x 20) allows them,
