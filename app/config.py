@@ -40,7 +40,7 @@ class Config:
     write_timeout_seconds: int = 20
     max_fragments_per_message: int = 1024
     max_request_body_bytes: int = 65536
-    max_history_bytes: int = 64 * 1024 * 1024
+    max_history_bytes: int = 32 * 1024 * 1024
     max_connections_per_address: int = 1000
     max_messages_per_second_per_address: int = 200
     forwarded_allow_ips: str = "127.0.0.1,::1"

@@ -130,7 +130,8 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
 HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet
 
 
-def cut_when_late(sock, seconds: float, remote: str) -> gevent.Greenlet:
+def cut_when_late(sock, seconds: float, remote: str,
+                  on_cut: Callable[[], None] = lambda: None) -> gevent.Greenlet:
     """Shut `sock` down after `seconds` unless killed first: a request's whole-time deadline.
 
     Shutting the socket down (rather than raising a timeout into the request's
@@ -139,6 +140,7 @@ def cut_when_late(sock, seconds: float, remote: str) -> gevent.Greenlet:
     """
     def cut() -> None:
         log.info("event=http_timeout remote=%s seconds=%s", remote, seconds)
+        on_cut()
         try:
             # Through a second socket object on the same descriptor: gevent's own
             # shutdown() would wake the blocked greenlet with a "descriptor closed"
@@ -168,7 +170,8 @@ def bound_http_requests():
     sock = request.environ.get("gunicorn.socket")
     if sock is not None and HTTP_CUTTER not in request.environ:
         request.environ[HTTP_CUTTER] = cut_when_late(
-            sock, config.http_idle_timeout_seconds, request.remote_addr)
+            sock, config.http_idle_timeout_seconds, request.remote_addr,
+            current_app.extensions["nane_metrics"].http_timeouts.inc)
     if (request.content_length or 0) > config.max_request_body_bytes:
         response = _json(f"request body larger than {config.max_request_body_bytes} bytes", 413)
         response.headers["Connection"] = "close"

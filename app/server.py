@@ -73,7 +73,9 @@ class NaneWebSocketHandler(WebSocketHandler):
         # socket is shut down instead, which it drops quietly as a broken pipe.
         self._cancel_deadline()
         left = max(self.request_timeout - (time.monotonic() - self._started), 0.1)
-        self._cutter = cut_when_late(self.socket, left, self._remote())
+        metrics = getattr(self.application, "extensions", {}).get("nane_metrics")
+        self._cutter = cut_when_late(self.socket, left, self._remote(),
+                                     metrics.http_timeouts.inc if metrics else lambda: None)
         self._refusal = None
         if any("\n" in value or "\r" in value for value in self.headers.values()):
             log.info("event=http_refused status=400 reason=folded_header remote=%s",
