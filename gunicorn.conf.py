@@ -35,6 +35,7 @@ worker_connections = 20000
 timeout = 30
 graceful_timeout = _nane.shutdown_grace_seconds  # after that gunicorn kills the worker
 keepalive = _nane.http_idle_timeout_seconds  # `-k gevent`: the deadline for a request head
+forwarded_allow_ips = _nane.forwarded_allow_ips  # one setting for gunicorn and nane (app/limits.py)
 accesslog = None
 control_socket_disable = True  # one server per dyno; nothing to control, and no shared path to race for
 errorlog = "-"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import ClassVar
 
 from actors.actor import Actor, ActorRef
 from actors.message import Draft, Message, encode_list, format_created
 from actors.hub import Deliver
-from actors.room import Append, RoomActor
+from actors.room import Append, Forget, RoomActor
 from actors.supervisor import Supervisor
 
 log = logging.getLogger("nane.registry")
@@ -63,13 +63,15 @@ class Room:
 
 
 class _Entry:
-    __slots__ = ("name", "actor", "last_message", "json")
+    __slots__ = ("name", "actor", "last_message", "json", "sizes", "bytes")
 
     def __init__(self, name: str, actor: ActorRef):
         self.name = name
         self.actor = actor
         self.last_message: Message | None = None
         self.json = b""
+        self.sizes: deque[int] = deque()  # the room's messages' sizes, oldest first
+        self.bytes = 0
 
 
 class RegistryActor(Actor):
@@ -82,16 +84,25 @@ class RegistryActor(Actor):
     messages in one order — each sender's in the order sent, across rooms. At most `max_rooms`
     rooms live at once; the least recently active one is forgotten first.
 
+    The histories together keep to `max_history_bytes` (each message counted
+    by its JSON): the registry mirrors the size of every message each room
+    holds, and past the budget it forgets the least recently active rooms,
+    then the oldest messages of the room just written to (never its newest).
+
     Args:
         hub: the fan-out to every connection.
         max_rooms: how many rooms may exist.
         max_messages_in_room: each room's history length.
+        max_history_bytes: bytes of messages all rooms keep together.
     """
 
     kind = "registry"
 
-    def __init__(self, hub: ActorRef, max_rooms: int, max_messages_in_room: int):
+    def __init__(self, hub: ActorRef, max_rooms: int, max_messages_in_room: int,
+                 max_history_bytes: int = 1 << 62):
         super().__init__("registry", mailbox_limit=MAX_WAITING_POSTS)
+        self._max_history_bytes = max_history_bytes
+        self.history_bytes = 0
         self._hub = hub
         self._max_rooms = max_rooms
         self._max_messages = max_messages_in_room
@@ -100,6 +111,7 @@ class RegistryActor(Actor):
         self._last_created = 0
         self._supervisor = Supervisor("rooms")
         self.forgotten = 0
+        self.forgotten_messages = 0
 
     def receive(self, message):
         match message:
@@ -130,13 +142,50 @@ class RegistryActor(Actor):
         self._rooms_body = None
         entry.actor.tell(Append(posted))
         self._hub.tell(Deliver(posted))
+        self._count(entry, len(posted.json))
+
+    def _count(self, entry: _Entry, size: int) -> None:
+        """Mirror the room's history sizes; keep every room together within the byte budget."""
+        entry.sizes.append(size)
+        entry.bytes += size
+        self.history_bytes += size
+        if len(entry.sizes) > self._max_messages:  # the room dropped its oldest itself
+            self._uncount(entry, 1)
+        while self.history_bytes > self._max_history_bytes:
+            idlest = next(iter(self._rooms.values()))
+            if idlest is not entry:
+                self._forget(idlest, "history_bytes")
+                continue
+            count, excess = 0, self.history_bytes - self._max_history_bytes
+            while excess > 0 and count < len(entry.sizes) - 1:
+                excess -= entry.sizes[count]
+                count += 1
+            if not count:
+                break
+            self._uncount(entry, count)
+            entry.actor.tell(Forget(count))
+            self.forgotten_messages += count
+            break
+
+    def _uncount(self, entry: _Entry, count: int) -> None:
+        for _ in range(count):
+            size = entry.sizes.popleft()
+            entry.bytes -= size
+            self.history_bytes -= size
+
+    def _forget(self, entry: _Entry, why: str) -> None:
+        """Forget a whole room: it disappears from /api/rooms and its actor stops."""
+        del self._rooms[fold(entry.name)]
+        self.history_bytes -= entry.bytes
+        entry.actor.stop()
+        self._rooms_body = None
+        self.forgotten += 1
+        log.info("event=room_forgotten room=%r rooms=%d why=%s", entry.name, len(self._rooms),
+                 why)
 
     def _create(self, key: str, name: str) -> _Entry:
         if len(self._rooms) >= self._max_rooms:
-            _, idlest = self._rooms.popitem(last=False)
-            idlest.actor.stop()
-            self.forgotten += 1
-            log.info("event=room_forgotten room=%r rooms=%d", idlest.name, len(self._rooms))
+            self._forget(next(iter(self._rooms.values())), "max_rooms")
         room = RoomActor(name, self._max_messages).start(self._supervisor)
         entry = self._rooms[key] = _Entry(name, room)
         return entry
@@ -150,7 +199,9 @@ class RegistryActor(Actor):
             entry.actor.stop()
 
     def info(self) -> dict:
-        return {"rooms": len(self._rooms), "forgotten": self.forgotten}
+        return {"rooms": len(self._rooms), "forgotten": self.forgotten,
+                "history_bytes": self.history_bytes,
+                "forgotten_messages": self.forgotten_messages}
 
 
 def fold(name: str) -> str:

@@ -17,6 +17,13 @@ class Append:
 
 
 @dataclass(frozen=True, slots=True)
+class Forget:
+    """Drop the `count` oldest messages (tell): the registry keeps all rooms to a byte budget."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class GetHistory:
     """Ask: the `/history` body, oldest message first, as JSON bytes."""
 
@@ -47,12 +54,22 @@ class RoomActor(Actor):
             case Append(posted):
                 self._history.append(posted)
                 self._history_body = None
+            case Forget(count):
+                for _ in range(min(count, len(self._history))):
+                    self._history.popleft()
+                self._history_body = None
             case GetHistory():
                 if self._history_body is None:
                     self._history_body = encode_list([m.json for m in self._history])
                 return self._history_body
             case _:
                 raise TypeError(f"room cannot handle {message!r}")
+
+    def on_stop(self, reason) -> None:
+        # A forgotten room's messages go now: the actor object itself may wait for the
+        # cyclic garbage collector (it and its greenlet refer to each other).
+        self._history.clear()
+        self._history_body = None
 
     def info(self) -> dict:
         return {"room": self.room, "history": len(self._history)}

@@ -42,7 +42,7 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
                kozma_first_delay: float = 5.0, kozma_max_pause: float = 60.0,
                keepalive_tick: float | None = None,
                observe_fan_out: Callable[[float], None] | None = None,
-               redis_url: str = "") -> Chat:
+               redis_url: str = "", max_history_bytes: int = 1 << 62) -> Chat:
     """Start the hub, the registry and (optionally) the bot under one supervisor.
 
     `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
@@ -51,6 +51,8 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     the registry is the shared one, and a listener delivers what Redis
     publishes. Start waits (boundedly) for the first subscription, so a
     process that answers HTTP is normally ready to take posts.
+    `max_history_bytes` bounds the in-memory histories together (with Redis,
+    the histories live in Redis, bounded by its own memory settings).
     """
     supervisor = Supervisor("chat")
     hub = HubActor(keepalive_tick, observe_fan_out).start(supervisor)
@@ -65,7 +67,8 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
         listener = Listener(store, hub).start()
         listener.wait_subscribed(FIRST_SUBSCRIBE_TIMEOUT)
     else:
-        registry = RegistryActor(hub, max_rooms, max_messages_in_room).start(supervisor)
+        registry = RegistryActor(hub, max_rooms, max_messages_in_room,
+                                 max_history_bytes).start(supervisor)
     bot = None
     if kozma:
         bot = KozmaActor(registry, kozma_first_delay, kozma_max_pause).start(supervisor)

@@ -9,8 +9,9 @@ from werkzeug.exceptions import HTTPException
 
 from actors.actor import ActorError
 from actors.system import start_chat
-from app import actor_view, api, errors, ops, ws
+from app import actor_view, api, errors, ops, simple_ws, ws
 from app.config import Config
+from app.limits import AddressLimits, trusted_proxies
 from app.metrics import Metrics
 
 
@@ -21,16 +22,22 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, static_folder="static")
     app.config["NANE"] = config
     app.config["NANE_STARTED_NS"] = time.monotonic_ns()
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": config.max_frame_bytes}
+    app.config["SOCK_SERVER_OPTIONS"] = simple_ws.SERVER_OPTIONS
     metrics = app.extensions["nane_metrics"] = Metrics()
-    connections = app.extensions["nane_connections"] = ops.Connections(config.max_connections)
+    connections = app.extensions["nane_connections"] = ops.Connections(
+        config.max_connections,
+        AddressLimits(config.max_connections_per_address,
+                      max(config.max_messages_per_second_per_address,
+                          config.max_messages_per_second)),
+        trusted_proxies(config.forwarded_allow_ips))
     app.extensions["nane"] = start_chat(
         max_rooms=config.max_rooms, max_messages_in_room=config.max_messages_in_room,
         kozma=config.kozma, kozma_first_delay=config.kozma_first_delay,
         kozma_max_pause=config.kozma_max_pause,
         keepalive_tick=max(0.25, min(config.ping_interval_seconds,
                                      config.ping_timeout_seconds) / 4),
-        observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url)
+        observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url,
+        max_history_bytes=config.max_history_bytes)
     metrics.watch(app.extensions["nane"], connections)
     if app.extensions["nane"].store is not None:  # /readyz asks Redis too
         app.extensions["nane_ready_checks"] = {"redis": app.extensions["nane"].store.ping}

@@ -39,6 +39,13 @@ class Config:
     ping_timeout_seconds: int = 20
     http_idle_timeout_seconds: int = 75
     shutdown_grace_seconds: int = 10
+    write_timeout_seconds: int = 20
+    max_fragments_per_message: int = 1024
+    max_request_body_bytes: int = 65536
+    max_history_bytes: int = 32 * 1024 * 1024
+    max_connections_per_address: int = 1000
+    max_messages_per_second_per_address: int = 200
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     debug: bool = False
     redis_url: str = ""  # empty: rooms live in this one process's memory
     sentry_dsn: str = ""  # empty: no error reporting, and sentry_sdk is never imported
@@ -105,6 +112,20 @@ HELP = {
     "http_idle_timeout_seconds": "a connection that has not sent a complete HTTP request head "
                                  "within this (since it opened or since its last answer) is dropped",
     "shutdown_grace_seconds": "on SIGTERM: close every websocket with 1001 and exit within this",
+    "write_timeout_seconds": "a write to a client that makes no progress for this long closes "
+                             "the connection",
+    "max_fragments_per_message": "a websocket message in more frames than this closes the "
+                                 "connection with 1008",
+    "max_request_body_bytes": "an HTTP request with a bigger body is refused with 413, unread",
+    "max_history_bytes": "bytes of messages all rooms keep together; past it the oldest "
+                         "messages are forgotten",
+    "max_connections_per_address": "open websockets one client address may hold; more are "
+                                   "refused with 429",
+    "max_messages_per_second_per_address": "messages per second one client address may send "
+                                           "over all its connections (never less than "
+                                           "max_messages_per_second); more are dropped",
+    "forwarded_allow_ips": "peers (comma-separated, or *) whose X-Forwarded-For names the "
+                           "client address, like gunicorn's setting",
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
     "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms",
     "sentry_dsn": "report errors to this Sentry DSN",
@@ -213,7 +234,8 @@ def _describe(key: str, kind: str) -> str:
             "float": "non-negative number", "port": "port number (0-65535)"}.get(kind, "HOST:PORT")
 
 
-METAVARS = {"addr": "HOST:PORT", "redis_url": "URL", "sentry_dsn": "DSN"}
+METAVARS = {"addr": "HOST:PORT", "redis_url": "URL", "sentry_dsn": "DSN",
+            "forwarded_allow_ips": "ADDRESSES"}
 
 
 def _flag(key: str) -> str:

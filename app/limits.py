@@ -49,3 +49,68 @@ class FloodGuard:
     def flooding(self) -> bool:
         """Frames were dropped in more than `max_flood_seconds` seconds in a row."""
         return self._drop_streak > self.max_flood_seconds
+
+
+class AddressLimits:
+    """Per client address: how many connections it holds, and one message budget for them all.
+
+    The per-connection rate limit alone lets one person open forty connections
+    and send forty times the rate. An address's connections share one
+    `FloodGuard` (it is only ever asked to admit, never to close: a shared
+    budget running dry drops messages, it does not cut anyone off), forgotten
+    with the address's last connection.
+
+    Args:
+        max_connections: connections one address may hold at once.
+        per_second: messages per second all of an address's connections may send together.
+    """
+
+    def __init__(self, max_connections: int, per_second: int):
+        self.max_connections = max_connections
+        self.per_second = per_second
+        self._open: dict[str, int] = {}
+        self._budgets: dict[str, FloodGuard] = {}
+
+    def acquire(self, address: str) -> bool:
+        """Take a connection for `address`; False when it already holds its share."""
+        held = self._open.get(address, 0)
+        if held >= self.max_connections:
+            return False
+        self._open[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        held = self._open.get(address, 0) - 1
+        if held > 0:
+            self._open[address] = held
+        else:
+            self._open.pop(address, None)
+            self._budgets.pop(address, None)
+
+    def budget(self, address: str) -> FloodGuard:
+        """The message budget `address`'s connections share."""
+        guard = self._budgets.get(address)
+        if guard is None:
+            guard = self._budgets[address] = FloodGuard(self.per_second, max_flood_seconds=0)
+        return guard
+
+
+def client_address(environ: dict, trusted_proxies: frozenset[str]) -> str:
+    """Who is connecting: the peer, or what a proxy the operator trusts says it forwarded for.
+
+    gunicorn's `forwarded_allow_ips` convention: `X-Forwarded-For` is believed
+    only from a peer in `trusted_proxies` (or any peer with "*"), and then its
+    last entry, the one that proxy appended, is the client.
+    """
+    peer = environ.get("REMOTE_ADDR") or "-"
+    if "*" in trusted_proxies or peer in trusted_proxies:
+        forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [part for part in forwarded if part]
+        if forwarded:
+            return forwarded[-1]
+    return peer
+
+
+def trusted_proxies(setting: str) -> frozenset[str]:
+    """`forwarded_allow_ips` ("127.0.0.1,::1", or "*") as a set of addresses."""
+    return frozenset(part.strip() for part in setting.split(",") if part.strip())

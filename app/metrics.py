@@ -23,9 +23,10 @@ prometheus_client.disable_created_metrics()
 FLOOD = Disconnect(1008, "too many messages")
 DISCONNECT_REASONS = {SLOW_CONSUMER: "slow_consumer", FLOOD: "flood", PING_TIMEOUT: "ping_timeout",
                       GOING_AWAY: "shutdown"}
-CLOSE_CODE_REASONS = {1009: "too_large", 1007: "invalid_utf8", 1002: "protocol_error"}
+CLOSE_CODE_REASONS = {1009: "too_large", 1007: "invalid_utf8", 1002: "protocol_error",
+                      1008: "flood"}
 ALL_DISCONNECT_REASONS = [*DISCONNECT_REASONS.values(), *CLOSE_CODE_REASONS.values(), "client"]
-REFUSAL_REASONS = ["full", "shutting_down"]
+REFUSAL_REASONS = ["full", "shutting_down", "address_full"]
 DROPPED_BEFORE_PARSING = ["rate_limited", "binary"]
 
 FAN_OUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 import time
 from typing import Callable
 
+import gevent
 import greenlet
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from gevent.event import Event
 
 from actors.actor import ActorError, Probe
 from actors.hub import DrainAll
 from actors.message import encode_error, encode_result
 from actors.session import GOING_AWAY
+from app.limits import AddressLimits, client_address
 
 log = logging.getLogger("nane.ops")
 
@@ -46,13 +49,21 @@ class Connections:
 
     FULL = "server full, try again later"
     STOPPING = "server shutting down"
+    ADDRESS_FULL = "too many connections from your address"
 
-    def __init__(self, max_connections: int):
+    def __init__(self, max_connections: int, addresses: AddressLimits | None = None,
+                 trusted_proxies: frozenset[str] = frozenset()):
         self.max = max_connections
         self.open = 0
         self.stopping = False
         self.idle = Event()
         self.idle.set()
+        self.addresses = addresses or AddressLimits(max_connections, 1 << 30)
+        self.trusted_proxies = trusted_proxies
+
+    def address_of(self, environ: dict) -> str:
+        """The client address this request counts against (see `limits.client_address`)."""
+        return client_address(environ, self.trusted_proxies)
 
     def acquire(self, environ: dict) -> str | None:
         """Take a slot for this request: None when taken (or already held), else why not."""
@@ -62,13 +73,18 @@ class Connections:
             return self.STOPPING
         if self.open >= self.max:
             return self.FULL
+        address = self.address_of(environ)
+        if not self.addresses.acquire(address):
+            return self.ADDRESS_FULL
         self.open += 1
-        environ[SLOT] = True
+        environ[SLOT] = address
         self.idle.clear()
         return None
 
     def release(self, environ: dict) -> None:
-        if environ.pop(SLOT, False):
+        address = environ.pop(SLOT, None)
+        if address is not None:
+            self.addresses.release(address)
             self.open -= 1
             if self.open <= 0:
                 self.idle.set()
@@ -109,6 +125,66 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
     chat.stop()
     log.info("event=shutdown_done sessions=%d cut_off=%d still_open=%d seconds=%.3f",
              len(sessions), cut_off, connections.open, time.monotonic() - started)
+
+
+HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet
+
+
+def cut_when_late(sock, seconds: float, remote: str,
+                  on_cut: Callable[[], None] = lambda: None) -> gevent.Greenlet:
+    """Shut `sock` down after `seconds` unless killed first: a request's whole-time deadline.
+
+    Shutting the socket down (rather than raising a timeout into the request's
+    greenlet) ends any read or write on it as a broken pipe, which every
+    server here drops quietly.
+    """
+    def cut() -> None:
+        log.info("event=http_timeout remote=%s seconds=%s", remote, seconds)
+        on_cut()
+        try:
+            # Through a second socket object on the same descriptor: gevent's own
+            # shutdown() would wake the blocked greenlet with a "descriptor closed"
+            # error that servers log as a crash; this way its write fails as EPIPE.
+            twin = socket.socket(fileno=sock.fileno())
+        except OSError:
+            return  # already closed
+        try:
+            twin.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            twin.detach()
+
+    return gevent.spawn_later(seconds, cut)
+
+
+@bp.before_app_request
+def bound_http_requests():
+    """Under `gunicorn -k gevent`: what app/server.py's handler does in the other modes.
+
+    Nothing here reads a body, so a big one is refused unread (413) and the
+    connection closed; and the request, its answer included, must be done
+    within `http_idle_timeout_seconds` (app/simple_ws.py lifts that for a websocket).
+    """
+    config = current_app.config["NANE"]
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None and HTTP_CUTTER not in request.environ:
+        request.environ[HTTP_CUTTER] = cut_when_late(
+            sock, config.http_idle_timeout_seconds, request.remote_addr,
+            current_app.extensions["nane_metrics"].http_timeouts.inc)
+    if (request.content_length or 0) > config.max_request_body_bytes:
+        response = _json(f"request body larger than {config.max_request_body_bytes} bytes", 413)
+        response.headers["Connection"] = "close"
+        return response
+    return None
+
+
+@bp.after_app_request
+def stop_the_deadline_once_answered(response: Response) -> Response:
+    cutter = request.environ.get(HTTP_CUTTER)
+    if cutter is not None:
+        response.call_on_close(cutter.kill)  # after the server has written the answer
+    return response
 
 
 # -- health --------------------------------------------------------------------

@@ -3,11 +3,17 @@
 The same handler serves gunicorn's GeventWebSocketWorker (gunicorn.conf.py puts
 it in place). What the stock handler does not do:
 
-- refuse a nameless `/ws` with HTTP 401, and a full or stopping server with
-  503, before the upgrade (SPEC): the handler then leaves the request to the app;
-- drop a connection that has not sent a complete request head within
+- refuse a malformed handshake with a 4xx and a short reason (app/ws.py
+  `handshake_refusal`), a nameless `/ws` with HTTP 401, and a full or stopping
+  server with 503 (429 for one address's share), before the upgrade (SPEC):
+  the handler then leaves the request to the app;
+- drop a connection whose request (head, body and answer) is not done within
   `http_idle_timeout_seconds` (since it opened, or since its last answer), so
-  idle or trickling clients cannot hold connections forever;
+  idle, trickling or never-reading clients cannot hold connections forever;
+- refuse a body larger than `max_request_body_bytes` with 413 without reading
+  it, and a header folded over lines (obsolete in RFC 9112) with 400;
+- write an answer's head and body with one vectored send, without copying
+  the body (a room's history is cached once and shared by every reader);
 - switch off Nagle's algorithm on every accepted socket, so small frames leave
   at once instead of waiting for delayed ACKs.
 """
@@ -16,13 +22,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import gevent
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from app.ops import connections_of
-from app.ws import username_from_query
+from app.ops import connections_of, cut_when_late
+from actors.message import encode_error
+from app.ws import handshake_refusal, username_from_query
 
 log = logging.getLogger("nane.server")
 
@@ -32,7 +40,10 @@ READ_BUFFER_BYTES = 2048
 class NaneWebSocketHandler(WebSocketHandler):
     max_username_length = 50
     request_timeout = 75.0
+    max_request_body_bytes = 65536
     _deadline: gevent.Timeout | None = None
+    _cutter: gevent.Greenlet | None = None
+    _refusal: tuple[str, str] | None = None
 
     def __init__(self, sock, address, server, rfile=None):
         try:
@@ -46,18 +57,50 @@ class NaneWebSocketHandler(WebSocketHandler):
             rfile = sock.makefile("rb", READ_BUFFER_BYTES)
         super().__init__(sock, address, server, rfile)
 
-    # -- the request head must arrive in time ---------------------------------
+    # -- the whole request must be done in time ---------------------------------
 
     def read_requestline(self):
         self._cancel_deadline()
+        self._started = time.monotonic()
         self._deadline = gevent.Timeout.start_new(self.request_timeout)
         return super().read_requestline()
 
     def read_request(self, raw_requestline):
-        try:
-            return super().read_request(raw_requestline)
-        finally:
-            self._cancel_deadline()
+        if not super().read_request(raw_requestline):
+            return False
+        # The head is in; the rest (body, answer) may take what is left of the deadline.
+        # A timeout raised into gevent's request code would be logged as a crash: the
+        # socket is shut down instead, which it drops quietly as a broken pipe.
+        self._cancel_deadline()
+        left = max(self.request_timeout - (time.monotonic() - self._started), 0.1)
+        metrics = getattr(self.application, "extensions", {}).get("nane_metrics")
+        self._cutter = cut_when_late(self.socket, left, self._remote(),
+                                     metrics.http_timeouts.inc if metrics else lambda: None)
+        self._refusal = None
+        if any("\n" in value or "\r" in value for value in self.headers.values()):
+            log.info("event=http_refused status=400 reason=folded_header remote=%s",
+                     self._remote())
+            return False  # gevent answers 400 Bad Request and closes
+        if (self.content_length or 0) > self.max_request_body_bytes:
+            self._refusal = ("413 Content Too Large",
+                             f"request body larger than {self.max_request_body_bytes} bytes")
+        return True
+
+    def handle_one_response(self):
+        if self._refusal is None:
+            return super().handle_one_response()
+        status, reason = self._refusal  # answered without reading a byte of the body
+        log.info("event=http_refused status=%s reason=%r remote=%s", status[:3], reason,
+                 self._remote())
+        body = encode_error(reason)
+        self.close_connection = True
+        self._sendall((f"HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
+                       f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+                      + body)
+
+    def _remote(self) -> str:
+        address = self.client_address
+        return address[0] if isinstance(address, tuple) else str(address)
 
     def handle_one_request(self):
         try:
@@ -65,8 +108,7 @@ class NaneWebSocketHandler(WebSocketHandler):
         except gevent.Timeout as timeout:
             if timeout is not self._deadline:
                 raise
-            log.info("event=http_timeout remote=%s seconds=%s", self.client_address[0]
-                     if isinstance(self.client_address, tuple) else self.client_address,
+            log.info("event=http_timeout remote=%s seconds=%s", self._remote(),
                      self.request_timeout)
             metrics = getattr(self.application, "extensions", {}).get("nane_metrics")
             if metrics is not None:
@@ -79,15 +121,21 @@ class NaneWebSocketHandler(WebSocketHandler):
         if self._deadline is not None:
             self._deadline.close()
             self._deadline = None
+        if self._cutter is not None:
+            self._cutter.kill(block=False)
+            self._cutter = None
 
     # -- one send per response ---------------------------------------------------
 
     def _write_with_headers(self, data):
-        """The status line, headers and a whole body in ONE send.
+        """The status line, headers and a whole body in ONE vectored send, body not copied.
 
         gevent writes headers and body in two sends; with a keep-alive client
         that costs a second packet and a system call on every API answer.
-        (gevent's own method, joined; chunked bodies keep gevent's path.)
+        (gevent's own method; chunked bodies keep gevent's path.) The body is
+        often a room's cached history, shared by every reader: a reader that
+        never reads holds a reference to it, not a copy, until the request
+        deadline drops it.
         """
         self.headers_sent = True
         self.finalize_headers()
@@ -100,14 +148,33 @@ class NaneWebSocketHandler(WebSocketHandler):
         if self.response_use_chunked:
             self._sendall(head)
             self._write(data)
+        elif data:  # gevent-websocket writes '' after its 101
+            self._send_parts(bytes(head), data)
         else:
-            if data:  # gevent-websocket writes '' after its 101
-                head += data
             self._sendall(head)
+
+    def _send_parts(self, head: bytes, body: bytes) -> None:
+        views = [memoryview(head), memoryview(body)]
+        while views:
+            sent = self.socket.sendmsg(views)
+            self.response_length += sent
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
 
     # -- who may upgrade -------------------------------------------------------
 
     def upgrade_websocket(self):
+        refusal = handshake_refusal(self.environ)
+        if refusal is not None:
+            status, reason, headers = refusal
+            log.info("event=ws_bad_handshake status=%s reason=%r remote=%s", status[:3], reason,
+                     self._remote())
+            body = reason.encode()
+            self.start_response(status, headers + [("Content-Type", "text/plain"),
+                                                   ("Content-Length", str(len(body)))])
+            return [body]
         if self.environ.get("PATH_INFO") == "/ws":
             if not username_from_query(self.environ.get("QUERY_STRING", ""),
                                        self.max_username_length):
@@ -115,7 +182,10 @@ class NaneWebSocketHandler(WebSocketHandler):
             connections = connections_of(self.application)
             if connections is not None and connections.acquire(self.environ) is not None:
                 return None  # not upgraded: the app answers 503
-        return super().upgrade_websocket()
+        result = super().upgrade_websocket()
+        if hasattr(self, "websocket"):
+            self._cancel_deadline()  # a websocket lives as long as it likes
+        return result
 
     def run_application(self):
         try:
@@ -130,7 +200,8 @@ def handler_for(app, base: type = NaneWebSocketHandler) -> type:
     """The handler class with this app's limits."""
     config = app.config["NANE"]
     return type("Handler", (base,), {"max_username_length": config.max_username_length,
-                                     "request_timeout": float(config.http_idle_timeout_seconds)})
+                                     "request_timeout": float(config.http_idle_timeout_seconds),
+                                     "max_request_body_bytes": config.max_request_body_bytes})
 
 
 def make_server(app, host: str, port: int) -> WSGIServer:

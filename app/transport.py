@@ -1,14 +1,28 @@
-"""The websocket transports: one small adapter over the two libraries a run mode may give us.
+"""The websocket transport: RFC 6455 frames read and written by us, on every run mode's socket.
 
-Under gevent-websocket's handler (`python -m app` and gunicorn's
-GeventWebSocketWorker) the socket is already upgraded when Flask sees the
-request, in `environ["wsgi.websocket"]`. Under `gunicorn -k gevent` nobody has
-upgraded it and flask-sock's simple-websocket does the handshake. The session
-code sees only `receive`, `send` and `close`.
+Whoever did the handshake — gevent-websocket's handler (`python -m app` and
+gunicorn's GeventWebSocketWorker) or flask-sock's simple-websocket
+(`gunicorn -k gevent`, see app/simple_ws.py) — hands us the socket and its
+read buffer, and from then on this class alone reads and writes it. The
+session code sees only `receive`, `send`, `ping`, `answered` and `close`.
 
-gevent-websocket reads whatever length a frame header declares, so for it we
-read frames ourselves and refuse an oversized message (close 1009) from its
-header, before a byte of its payload is buffered.
+What it promises, whatever the client sends (README, "Limits"):
+
+- one writer per socket: every write takes `_write_lock`, and nothing else
+  (no library thread) ever writes;
+- a write that makes no progress for `write_timeout` seconds cuts the
+  connection, so a client that stops reading cannot hold a writer forever;
+- frames go out from the shared `Frame.wire` buffers with vectored writes
+  (`sendmsg`), so a stalled client holds references, never copies;
+- the reader yields to others every `YIELD_EVERY` frames however fast its
+  input is; ping and pong frames count against the connection's rate limit;
+- a message is refused (close 1009) from its header when too large, and (1008)
+  when it comes in more than `max_fragments` pieces: nothing is buffered but
+  the one message being read;
+- after a close for a broken rule (1002, 1007, 1008, 1009) the rest of what
+  the peer sends is read and discarded, at most `DRAIN_BYTES` bytes for
+  `DRAIN_SECONDS` (or until it pauses for `DRAIN_PAUSE`), so that it receives
+  the close frame instead of a TCP reset.
 """
 
 from __future__ import annotations
@@ -16,206 +30,309 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from typing import Callable
 
 import gevent
 from gevent.lock import Semaphore
-from geventwebsocket.websocket import Header, WebSocket
 
 from actors.message import Frame
 
 log = logging.getLogger("nane.transport")
 
 CLOSE_TIMEOUT = 1.0  # seconds a close frame may take before we drop the connection
+YIELD_EVERY = 16  # frames read in a row before the reader gives other greenlets a turn
+DRAIN_BYTES = 64 * 1024 * 1024  # discarded after a refusal, at most, waiting for the peer's close
+DRAIN_SECONDS = 10.0
+DRAIN_PAUSE = 1.0  # a peer that sends nothing for this long while we drain is done writing
+IOV_MAX = 512  # buffers per sendmsg call (the kernel takes up to 1024)
+READ_CHUNK = 64 * 1024
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
-
-
-def write_all(sock: socket.socket, data: bytes) -> None:
-    """Write `data`: one `send` when the kernel has room (nearly always), else wait for it."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(data[sent:])
+CONTROL = (OP_CLOSE, OP_PING, OP_PONG)
+RESERVED_CLOSE_CODES = {1004, 1005, 1006, 1015}  # never on the wire (RFC 6455 7.4.1)
 
 
 class Binary(bytes):
     """A binary message: not part of the protocol, dropped like other bad input."""
 
 
-PING_FRAME = Header.encode_header(True, OP_PING, b"", 0, 0)
+class ProtocolError(ValueError):
+    """The peer broke RFC 6455: close 1002."""
 
 
-class GeventWebSocketTransport:
-    """A socket gevent-websocket has upgraded; we read and write its frames ourselves."""
+def server_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """One unmasked frame (FIN set) as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x80 | opcode, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
 
-    def __init__(self, websocket: WebSocket, max_message_bytes: int):
-        self._ws = websocket
-        self._stream = websocket.stream
-        self._read = websocket.stream.read
-        self._write = websocket.stream.write
-        self._socket = websocket.handler.socket
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR with the 4-byte mask, as one big integer operation (fast in CPython)."""
+    size = len(payload)
+    key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
+    return (int.from_bytes(payload, "big") ^ key).to_bytes(size, "big")
+
+
+PING_FRAME = server_frame(OP_PING)
+
+
+class WriteStalled(OSError):
+    """A write made no progress within the write timeout."""
+
+
+class WebSocketTransport:
+    """One upgraded socket; we read and write its frames ourselves.
+
+    Args:
+        sock: the connection's (gevent) socket.
+        rfile: the buffered reader over `sock` that already holds what the
+            handshake read past the request head.
+        max_message_bytes: a bigger message closes the connection with 1009.
+        max_fragments: frames one message may come in.
+        write_timeout: seconds a write may make no progress.
+        admit_control: asked for every ping and pong frame; False drops it
+            (over the rate limit). The reader's owner decides what a flood is.
+        on_closed: called once, when the connection closes (frees the handshake's
+            library state).
+    """
+
+    def __init__(self, sock: socket.socket, rfile, max_message_bytes: int,
+                 max_fragments: int = 1024, write_timeout: float = 20.0,
+                 admit_control: Callable[[], bool] = lambda: True,
+                 on_closed: Callable[[], None] = lambda: None):
+        self._socket = sock
+        self._rfile = rfile
         self._max = max_message_bytes
+        self._max_fragments = max_fragments
+        self._write_timeout = write_timeout
+        self.admit_control = admit_control
+        self._on_closed = on_closed
         self._write_lock = Semaphore()
         self._heard = True
+        self._frames_since_yield = 0
         self.closed = False
-        self.error_code: int | None = None  # the close code when the client broke the protocol
+        self.error_code: int | None = None  # the close code when the client broke a rule
+
+    # -- reading ------------------------------------------------------------------
 
     def receive(self) -> str | Binary | None:
         """The next message, or None once the connection is closed."""
         try:
             return self._read_message()
         except UnicodeDecodeError:
-            self._fail(1007, "invalid UTF-8")
-            return None
-        except (OSError, ValueError, TypeError, AttributeError, struct.error):
-            # a dead peer, a protocol error or a socket closed under us
-            self._fail(1002, "protocol error")
-            return None
+            self.refuse(1007, "invalid UTF-8")
+        except ProtocolError as error:
+            self.refuse(1002, str(error), drain=None)
+        except (OSError, ValueError, struct.error):  # a dead peer or a socket closed under us
+            self.close(1006)
+        return None
 
-    def _fail(self, code: int, reason: str) -> None:
-        if not self.closed:
-            self.error_code = code
+    def refuse(self, code: int, reason: str, drain: int | None = 0) -> None:
+        """Close for a broken rule; the peer still hears why (see `_drain`).
+
+        `drain` is how much of the current frame's payload is still unread, or
+        None when the stream cannot be parsed any further.
+        """
+        if self.closed:
+            return
+        self.error_code = code
+        log.info("event=ws_refused_frame code=%d reason=%r", code, reason)
+        if self._send_close(code, reason):
+            self._drain(drain)
         self.close(code, reason)
+
+    def _read_exact(self, size: int) -> bytes:
+        data = self._rfile.read(size)
+        if len(data) != size:
+            raise OSError("connection closed mid-frame")
+        return data
+
+    def _read_header(self) -> tuple[bool, int, int, bytes | None]:
+        """(fin, opcode, payload length, mask or None) of the next frame."""
+        first, second = self._read_exact(2)
+        if first & 0x70:
+            raise ProtocolError("reserved bits set")
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", self._read_exact(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", self._read_exact(8))[0]
+        mask = self._read_exact(4) if second & 0x80 else None
+        return bool(first & 0x80), first & 0x0F, length, mask
 
     def _read_message(self) -> str | Binary | None:
         opcode, parts, size = None, [], 0
         while not self.closed:
-            header = Header.decode_header(self._stream)
-            if header is None or header.flags:
-                raise ValueError("bad frame header")
-            self._heard = True
-            if header.opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
-                size += header.length
-                if size > self._max:
-                    self._fail(1009, f"message larger than {self._max} bytes")
-                    return None
-            payload = self._read(header.length) if header.length else b""
-            if len(payload) != header.length:
-                raise OSError("connection closed mid-frame")
-            if header.mask:
-                payload = header.unmask_payload(payload)
-            if header.opcode == OP_PING:
-                self._send_raw(Header.encode_header(True, OP_PONG, b"", len(payload), 0)
-                               + bytes(payload))
+            self._take_turns()
+            fin, op, length, mask = self._read_header()
+            if mask is None:
+                raise ProtocolError("client frames must be masked")
+            if op in CONTROL:
+                if not fin or length > 125:
+                    raise ProtocolError("bad control frame")
+                self._control(op, self._payload(length, mask))
                 continue
-            if header.opcode == OP_PONG:
-                continue
-            if header.opcode == OP_CLOSE:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1000
-                self.close(code if 1000 <= code < 5000 else 1002, "")
-                return None
-            if header.opcode == OP_CONTINUATION:
+            if op == OP_CONTINUATION:
                 if opcode is None:
-                    raise ValueError("continuation without a start")
-            elif header.opcode in (OP_TEXT, OP_BINARY):
+                    raise ProtocolError("continuation without a start")
+            elif op in (OP_TEXT, OP_BINARY):
                 if opcode is not None:
-                    raise ValueError("new message inside a fragmented one")
-                opcode = header.opcode
+                    raise ProtocolError("new message inside a fragmented one")
+                opcode = op
             else:
-                raise ValueError(f"unknown opcode {header.opcode}")
-            parts.append(bytes(payload))
-            if header.fin:
+                raise ProtocolError(f"unknown opcode {op}")
+            self._heard = True
+            size += length
+            if size > self._max:
+                self.refuse(1009, f"message larger than {self._max} bytes", drain=length)
+                return None
+            if len(parts) >= self._max_fragments:
+                self.refuse(1008, f"message in more than {self._max_fragments} frames",
+                            drain=length)
+                return None
+            if length:
+                parts.append(self._payload(length, mask))
+            elif not fin:
+                parts.append(b"")  # counted: an empty piece still costs its place
+            if fin:
                 data = b"".join(parts)
                 return data.decode("utf-8") if opcode == OP_TEXT else Binary(data)
         return None
 
+    def _take_turns(self) -> None:
+        """Called per frame: however fast the input is, others get their turn."""
+        self._frames_since_yield += 1
+        if self._frames_since_yield >= YIELD_EVERY:
+            self._frames_since_yield = 0
+            gevent.sleep(0)
+
+    def _payload(self, length: int, mask: bytes) -> bytes:
+        return unmask(self._read_exact(length), mask) if length else b""
+
+    def _control(self, op: int, payload: bytes) -> None:
+        if op == OP_CLOSE:
+            self._heard = True
+            if len(payload) == 1:
+                raise ProtocolError("close frame with a 1-byte payload")
+            code = struct.unpack("!H", payload[:2])[0] if payload else 1000
+            if not 1000 <= code < 5000 or code in RESERVED_CLOSE_CODES:
+                raise ProtocolError(f"close code {code} is not allowed on the wire")
+            self.close(code, "")
+            return
+        if not self.admit_control():
+            return  # over the rate limit: not even answered
+        self._heard = True
+        if op == OP_PING:
+            self._send_raw([server_frame(OP_PONG, payload)])
+
+    def _drain(self, unread: int | None) -> None:
+        """Read and discard until the peer's close frame, EOF or a pause, bounded in bytes and time.
+
+        A peer still writing when we close would get a TCP reset, and a reset
+        throws away our close frame before the peer reads it. `unread` is what
+        is left of the current frame (then frames are skipped whole until a
+        close frame), or None when the stream cannot be parsed (then bytes are
+        skipped until EOF). A peer that pauses for `DRAIN_PAUSE` is done writing.
+        """
+        budget = DRAIN_BYTES
+        scratch = memoryview(bytearray(READ_CHUNK))
+        try:
+            with gevent.Timeout(DRAIN_SECONDS):
+                while budget > 0:
+                    skip = unread if unread is not None else budget
+                    while skip > 0 and budget > 0:
+                        self._take_turns()
+                        with gevent.Timeout(DRAIN_PAUSE):
+                            got = self._rfile.readinto(scratch[:min(skip, budget, READ_CHUNK)])
+                        if not got:
+                            return  # EOF
+                        skip -= got
+                        budget -= got
+                    if unread is None:
+                        return
+                    self._take_turns()
+                    with gevent.Timeout(DRAIN_PAUSE):
+                        _, op, unread, _ = self._read_header()
+                    budget -= 2
+                    if op == OP_CLOSE:
+                        return
+        except (gevent.Timeout, OSError, ValueError, ProtocolError, struct.error):
+            pass
+
+    # -- writing ------------------------------------------------------------------
+
     def send(self, frames: list[Frame]) -> None:
-        """Write text frames (each built once for all receivers) in one system call."""
-        self._send_raw(b"".join([f.wire for f in frames]))
+        """Write text frames, each built once for all receivers, with no copy of any."""
+        self._send_raw([f.wire for f in frames])
 
     def ping(self) -> None:
         self._heard = False
-        self._send_raw(PING_FRAME)
+        self._send_raw([PING_FRAME])
 
     def answered(self) -> bool:
         return self._heard
 
-    def _send_raw(self, data: bytes) -> None:
+    def _send_raw(self, buffers: list[bytes]) -> None:
         with self._write_lock:
             if self.closed:
                 raise OSError("connection closed")
-            write_all(self._socket, data)
+            self._write(buffers)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame if we can within CLOSE_TIMEOUT, then drop the socket."""
-        if self.closed:
-            return
-        payload = struct.pack("!H", code) + reason.encode()[:123] if code != 1006 else b""
+    def _write(self, buffers: list[bytes]) -> None:
+        """Vectored writes from the callers' buffers; a stalled write raises WriteStalled."""
+        views = [memoryview(b) for b in buffers]
+        first = 0
+        while first < len(views):
+            batch = views[first:first + IOV_MAX]
+            try:
+                with gevent.Timeout(self._write_timeout, WriteStalled):
+                    sent = self._socket.sendmsg(batch)
+            except WriteStalled:
+                log.info("event=write_stalled seconds=%s", self._write_timeout)
+                raise WriteStalled(f"no progress writing for {self._write_timeout}s") from None
+            while sent:
+                size = len(views[first])
+                if sent >= size:
+                    sent -= size
+                    first += 1
+                else:
+                    views[first] = views[first][sent:]  # a view: the bytes stay where they are
+                    sent = 0
+
+    # -- closing ------------------------------------------------------------------
+
+    def _send_close(self, code: int, reason: str) -> bool:
+        """Write a close frame within CLOSE_TIMEOUT; True when it went out."""
+        payload = struct.pack("!H", code) + reason.encode()[:123]
         try:
             with gevent.Timeout(CLOSE_TIMEOUT):
                 with self._write_lock:
+                    if self.closed:
+                        return False
                     self.closed = True
-                    if payload:
-                        self._write(Header.encode_header(True, OP_CLOSE, b"", len(payload), 0)
-                                    + payload)
+                    self._write([server_frame(OP_CLOSE, payload)])
+                    return True
         except (gevent.Timeout, OSError):
-            pass
-        finally:
             self.closed = True
-            self._ws.closed = True
-            try:
-                self._socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class SimpleWebSocketTransport:
-    """A socket flask-sock's simple-websocket upgraded (`gunicorn -k gevent`)."""
-
-    def __init__(self, websocket):
-        self._ws = websocket
-        self._write_lock = Semaphore()
-        self._heard = True
-        self.closed = False
-        self.error_code: int | None = None  # simple-websocket does not tell us why it closed
-
-    def receive(self) -> str | Binary | None:
-        from simple_websocket import ConnectionClosed
-
-        try:
-            data = self._ws.receive()
-        except ConnectionClosed:
-            data = None
-        if data is None:
-            self.closed = True
-            return None
-        self._heard = True
-        return Binary(data) if isinstance(data, (bytes, bytearray)) else data
-
-    def ping(self) -> None:
-        from wsproto.events import Ping
-
-        if self.closed or not self._ws.connected:
-            raise OSError("connection closed")
-        with self._write_lock:
-            self._heard = False
-            self._ws.pong_received = False  # simple-websocket sets it again on a pong
-            self._ws.sock.sendall(self._ws.ws.send(Ping()))
-
-    def answered(self) -> bool:
-        return self._heard or self._ws.pong_received
-
-    def send(self, frames: list[Frame]) -> None:
-        # Our frames are plain RFC 6455 text frames (no compression bit), valid whatever
-        # extension wsproto negotiated, so they go out as built, not re-encoded per receiver.
-        if self.closed or not self._ws.connected:
-            raise OSError("connection closed")
-        with self._write_lock:
-            write_all(self._ws.sock, b"".join([f.wire for f in frames]))
+            return False
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.closed:
-            return
+        """Send a close frame if we can within CLOSE_TIMEOUT, then drop the socket.
+
+        Code 1006 means "no close frame": the connection is just dropped.
+        """
+        if not self.closed and code != 1006:
+            self._send_close(code, reason)
         self.closed = True
         try:
-            with gevent.Timeout(CLOSE_TIMEOUT):
-                with self._write_lock:
-                    if code != 1006:
-                        self._ws.close(reason=code, message=reason)
-        except Exception:  # already closed by the peer, or the write timed out
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
-        finally:
-            try:
-                self._ws.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        on_closed, self._on_closed = self._on_closed, None
+        if on_closed is not None:
+            on_closed()

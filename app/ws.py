@@ -2,11 +2,13 @@
 
 Each connection is two greenlets: this one reads frames and turns them into
 messages for the actors; its `SessionActor` writes frames out. The reader
-never writes to the socket except through the session's outbox.
+writes nothing but pongs, and those through the transport's one write lock.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import logging
 import time
@@ -24,7 +26,8 @@ from actors.session import SessionActor
 from app.limits import FloodGuard
 from app.metrics import FLOOD
 from app.ops import Connections
-from app.transport import Binary, GeventWebSocketTransport, SimpleWebSocketTransport
+from app import simple_ws
+from app.transport import Binary, WebSocketTransport
 
 log = logging.getLogger("nane.ws")
 
@@ -48,6 +51,49 @@ def opted_in(query: str) -> bool:
     return (parse_qs(query).get("v") or [""])[0] == "2"
 
 
+def handshake_refusal(environ: dict) -> tuple[str, str, list] | None:
+    """Why an upgrade request cannot be accepted: (status, reason, headers), or None.
+
+    Every run mode asks this before its library does the handshake, so a
+    malformed one gets a 4xx with a short reason, never a library's 500.
+    """
+    if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+        return None  # not an upgrade: the route answers it
+    version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
+    if version != "13":
+        return ("426 Upgrade Required", f"unsupported websocket version {version[:20]!r}; use 13",
+                [("Sec-WebSocket-Version", "13")])
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except (ValueError, binascii.Error):
+        valid_key = False
+    if not valid_key:
+        return "400 Bad Request", "Sec-WebSocket-Key must be 16 bytes in base64", []
+    protocols = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
+    if not protocols.isascii() or not protocols.replace(",", "").replace(" ", "").isprintable():
+        return "400 Bad Request", "Sec-WebSocket-Protocol must be ASCII tokens", []
+    return None
+
+
+def refused_handshake(refusal: tuple[str, str, list]) -> Response:
+    status, reason, headers = refusal
+    log.info("event=ws_bad_handshake status=%s reason=%r", status[:3], reason)
+    return Response(reason, status=int(status[:3]), headers=headers, mimetype="text/plain")
+
+
+def make_transport(sock_, rfile, config) -> WebSocketTransport:
+    return WebSocketTransport(sock_, rfile, config.max_frame_bytes,
+                              max_fragments=config.max_fragments_per_message,
+                              write_timeout=config.write_timeout_seconds)
+
+
+def taken_from_gevent_websocket(websocket, config) -> WebSocketTransport:
+    """The socket gevent-websocket upgraded, read and written by us alone from now on."""
+    websocket.closed = True  # its own close() would be a second writer
+    return make_transport(websocket.handler.socket, websocket.handler.rfile, config)
+
+
 @bp.before_app_request
 def upgrade_or_refuse():
     """Before flask-sock would handshake: refuse nameless clients, or serve an upgraded socket."""
@@ -57,28 +103,31 @@ def upgrade_or_refuse():
     query = request.query_string.decode("latin-1")
     g.username = username_from_query(query, config.max_username_length)
     upgraded = request.environ.get("wsgi.websocket")
+    if upgraded is None and (refusal := handshake_refusal(request.environ)):
+        return refused_handshake(refusal)
     if not g.username:
         if upgraded is None:
             return Response("name required", status=401, mimetype="text/plain")
-        GeventWebSocketTransport(upgraded, config.max_frame_bytes).close(1008, "name required")
+        taken_from_gevent_websocket(upgraded, config).close(1008, "name required")
         return Response()
     connections: Connections = current_app.extensions["nane_connections"]
     refusal = connections.acquire(request.environ)
     if refusal is not None:
-        full = refusal == Connections.FULL
-        current_app.extensions["nane_metrics"].refused.labels(
-            "full" if full else "shutting_down").inc()
+        reason, status, code = {Connections.FULL: ("full", 503, 1013),
+                                Connections.ADDRESS_FULL: ("address_full", 429, 1008)}.get(
+            refusal, ("shutting_down", 503, 1001))
+        current_app.extensions["nane_metrics"].refused.labels(reason).inc()
         log.info("event=ws_refused username=%r reason=%r open=%d", g.username, refusal,
                  connections.open)
         if upgraded is None:  # before the upgrade: a plain HTTP answer
-            return Response(encode_error(refusal), status=503, headers={"Retry-After": "5"},
+            return Response(encode_error(refusal), status=status, headers={"Retry-After": "5"},
                             content_type="application/json; charset=utf-8")
-        GeventWebSocketTransport(upgraded, config.max_frame_bytes).close(
-            1013 if full else 1001, refusal)
+        taken_from_gevent_websocket(upgraded, config).close(code, refusal)
         return Response()
     if upgraded is not None:
-        serve(GeventWebSocketTransport(upgraded, config.max_frame_bytes), g.username, query)
+        serve(taken_from_gevent_websocket(upgraded, config), g.username, query)
         return Response()
+    simple_ws.before_handshake(request.environ)
     return None  # flask-sock's route below does the handshake
 
 
@@ -91,25 +140,44 @@ def give_back_connection_slot(error=None):
 
 @sock.route("/ws", bp=bp)
 def websocket(ws):
-    serve(SimpleWebSocketTransport(ws), g.username, request.query_string.decode("latin-1"))
+    sock_, rfile = simple_ws.take_over(ws)
+    try:
+        serve(make_transport(sock_, rfile, current_app.config["NANE"]), g.username,
+              request.query_string.decode("latin-1"))
+    finally:
+        rfile.close()
 
 
-def serve(transport, username: str, query: str) -> None:
+def serve(transport: WebSocketTransport, username: str, query: str) -> None:
     """Run one connection until it closes: read frames, post messages, answer pings."""
     chat = current_app.extensions["nane"]
     config = current_app.config["NANE"]
     metrics = current_app.extensions["nane_metrics"]
+    connections: Connections = current_app.extensions["nane_connections"]
     received, dropped = metrics.received, metrics.dropped
     limits = Limits(config.max_room_title_length, config.max_message_length,
                     config.max_id_length)
     extensions = opted_in(query)
     flood = FloodGuard(config.max_messages_per_second, config.max_flood_seconds)
+    remote = connections.address_of(request.environ)
+    shared = connections.addresses.budget(remote)
+
+    def admit_control() -> bool:
+        """Pings and pongs spend the connection's rate like messages do."""
+        if flood.admit(time.monotonic()):
+            return True
+        if flood.flooding:
+            log.warning("event=flood session=%s username=%r remote=%s frames=control",
+                        name, username, remote)
+            transport.refuse(FLOOD.code, FLOOD.reason)
+        return False
+
+    transport.admit_control = admit_control
     name = f"session:{next(_session_numbers)}"
     session = SessionActor(name, transport, username, config.max_outbox_messages,
                            config.ping_interval_seconds, config.ping_timeout_seconds).start()
     chat.hub.tell(Join(session))
     metrics.connections.inc()
-    remote = request.remote_addr
     log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
              name, username, remote, extensions)
     cut_off = None
@@ -117,13 +185,17 @@ def serve(transport, username: str, query: str) -> None:
         while (raw := transport.receive()) is not None:
             received.inc()
             try:
-                if not flood.admit(time.monotonic()):
+                now = time.monotonic()
+                if not flood.admit(now):
                     if flood.flooding:
                         cut_off = FLOOD
                         log.warning("event=flood session=%s username=%r remote=%s",
                                     name, username, remote)
                         break
                     raise rate_limited(raw, limits, config.max_messages_per_second, extensions)
+                if not shared.admit(now):
+                    raise rate_limited(raw, limits, shared.per_second, extensions,
+                                       "too many messages from your address")
                 reply = handle_frame(raw, username, limits, chat,
                                      reply_to=session if extensions else None)
             except BadFrame as bad:
@@ -145,7 +217,8 @@ def serve(transport, username: str, query: str) -> None:
         log.info("event=ws_close session=%s username=%r sent=%d", name, username, facts["sent"])
 
 
-def rate_limited(raw, limits: Limits, per_second: int, extensions: bool) -> BadFrame:
+def rate_limited(raw, limits: Limits, per_second: int, extensions: bool,
+                 what: str = "too many messages") -> BadFrame:
     """The drop of a frame over the rate; parsed only to echo its `id` to a `?v=2` client."""
     id = None
     if extensions and not isinstance(raw, Binary):
@@ -154,7 +227,7 @@ def rate_limited(raw, limits: Limits, per_second: int, extensions: bool) -> BadF
             id = getattr(parsed, "id", None)
         except BadFrame as bad:
             id = bad.id
-    return BadFrame(f"too many messages: at most {per_second} per second", id, "rate_limited")
+    return BadFrame(f"{what}: at most {per_second} per second", id, "rate_limited")
 
 
 def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
