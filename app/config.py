@@ -37,6 +37,7 @@ class Config:
     ping_timeout_seconds: int = 20
     http_idle_timeout_seconds: int = 75
     shutdown_grace_seconds: int = 10
+    max_outbox_bytes: int = 4 * 1024 * 1024
     debug: bool = False
     redis_url: str = ""  # empty: rooms live in this one process's memory
 
@@ -76,6 +77,8 @@ HELP = {
     "http_idle_timeout_seconds": "a connection that has not sent a complete HTTP request head "
                                  "within this (since it opened or since its last answer) is dropped",
     "shutdown_grace_seconds": "on SIGTERM: close every websocket with 1001 and exit within this",
+    "max_outbox_bytes": "bytes of frames waiting for a client before it is cut off as too slow "
+                        "(1008)",
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
     "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms "
                  "(falls back to env REDIS_URL)",

@@ -31,6 +31,9 @@ log = logging.getLogger("nane.ws")
 bp = Blueprint("ws", __name__)
 sock = Sock()
 _session_numbers = itertools.count(1)
+# A post that finds the registry's mailbox full waits this long for room: the reader stops
+# reading meanwhile, so TCP slows that one client instead of its messages being dropped.
+POST_WAIT_SECONDS = 5.0
 
 
 def username_from_query(query: str, max_length: int) -> str:
@@ -105,7 +108,8 @@ def serve(transport, username: str, query: str) -> None:
     flood = FloodGuard(config.max_messages_per_second, config.max_flood_seconds)
     name = f"session:{next(_session_numbers)}"
     session = SessionActor(name, transport, username, config.max_outbox_messages,
-                           config.ping_interval_seconds, config.ping_timeout_seconds).start()
+                           config.ping_interval_seconds, config.ping_timeout_seconds,
+                           config.max_outbox_bytes).start()
     chat.hub.tell(Join(session))
     metrics.connections.inc()
     remote = request.remote_addr
@@ -172,7 +176,7 @@ def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
     if isinstance(parsed, Ping):
         return PONG
     try:
-        chat.registry.tell(Post(parsed, username, reply_to))
+        chat.registry.tell(Post(parsed, username, reply_to), wait=POST_WAIT_SECONDS)
     except (MailboxFull, ActorStopped):
         raise BadFrame("server busy, message not accepted", parsed.id, "busy") from None
     return None
