@@ -9,7 +9,7 @@ and the order in which messages arrive is the order in which they act.
 An actor with no mail holds no greenlet (Erlang's hibernation, Akka's
 dispatchers): the mailbox is a deque, and the first message into an empty
 one puts the actor in the dispatcher's run queue (actors/dispatcher.py),
-whose workers run it until its mailbox is empty. An idle room or session is
+whose workers run it a turn at a time until its mailbox is empty. An idle room or session is
 a small object, and a fan-out wakes no greenlet per receiver.
 """
 
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("nane.actors")
 
 DEFAULT_ASK_TIMEOUT = 5.0
+# Messages an actor handles in one turn before the actors queued behind it get theirs
+# (Akka's "throughput"): a registry with a backlog lets the hub and the sessions keep up
+# instead of filling their mailboxes first.
+TURN = 64
 
 
 class ActorError(Exception):
@@ -160,14 +164,16 @@ class Actor:
             dispatcher().schedule(self)
 
     def _run(self) -> None:
-        """Handle mail until the mailbox is empty (called by a dispatcher worker)."""
+        """One turn: handle up to TURN messages (called by a dispatcher worker)."""
         self._worker = gevent.getcurrent()
         mailbox = self._mailbox
         try:
             if self._killed is None and not self._started:
                 self._started = True
                 self.on_start()
-            while self._killed is None and mailbox:
+            turn = TURN
+            while self._killed is None and mailbox and turn:
+                turn -= 1
                 message = mailbox.popleft()
                 if self._mailbox_bytes is not None:
                     self._weight -= self.weigh(message)
@@ -191,11 +197,11 @@ class Actor:
                 raise  # SystemExit, KeyboardInterrupt: not ours to swallow
         finally:
             self._worker = None
-            if not self._restarting():
+            if not self._again():
                 self._scheduled = False
 
-    def _restarting(self) -> bool:
-        """After a run: go round again if mail came in that nobody will otherwise see."""
+    def _again(self) -> bool:
+        """After a turn: queue up again for mail still waiting, a kill, or a restart's on_start."""
         if self._stopped or (self._started and not self._mailbox and self._killed is None):
             return False
         dispatcher().schedule(self)

@@ -2,8 +2,9 @@
 
 An actor with no mail holds no greenlet: it is an object and a deque. When
 mail arrives for an idle actor, the actor joins the run queue; a worker
-greenlet takes it, hands it its mail until the mailbox is empty, and moves on
-to the next actor. One fan-out to 5,000 sessions is then one greenlet walking
+greenlet takes it, hands it its mail (a turn of up to `actor.TURN` messages;
+an actor with more queues up again behind the others), and moves on to the
+next actor. One fan-out to 5,000 sessions is then one greenlet walking
 5,000 mailboxes, not 5,000 greenlet switches.
 
 A handler may block (a socket write waits for the kernel, an `ask` waits for
@@ -65,7 +66,11 @@ class Dispatcher:
         try:
             while True:
                 while ready:
-                    ready.popleft()._run()
+                    actor = ready.popleft()
+                    if ready and not self._watching:  # if this actor blocks, the rest go on
+                        self._watching = True
+                        self._loop.run_callback(self._watch)
+                    actor._run()
                 if len(self._idle) >= MAX_IDLE_WORKERS:
                     return
                 self._idle.append(me)
