@@ -95,12 +95,16 @@ class Actor:
     """
 
     kind = "actor"
+    # An actor that gets mail rarely (a room) drops its empty mailbox between turns, as an
+    # Erlang process hibernates: an idle one is then its state and little else. Busy actors
+    # (sessions) keep theirs, or every delivery would allocate one.
+    hibernate = False
 
     def __init__(self, name: str, mailbox_limit: int | None = None,
                  mailbox_bytes: int | None = None):
         self.name = name
         self.ref = ActorRef(self)
-        self._mailbox: deque = deque()
+        self._mailbox: deque | None = None if self.hibernate else deque()
         self._mailbox_limit = mailbox_limit
         self._mailbox_bytes = mailbox_bytes
         self._weight = 0  # bytes waiting, when there is a byte budget
@@ -166,11 +170,11 @@ class Actor:
     def _run(self) -> None:
         """One turn: handle up to TURN messages (called by a dispatcher worker)."""
         self._worker = gevent.getcurrent()
-        mailbox = self._mailbox
         try:
             if self._killed is None and not self._started:
                 self._started = True
                 self.on_start()
+            mailbox = self._mailbox
             turn = TURN
             while self._killed is None and mailbox and turn:
                 turn -= 1
@@ -199,6 +203,8 @@ class Actor:
             self._worker = None
             if not self._again():
                 self._scheduled = False
+                if self.hibernate and not self._mailbox:
+                    self._mailbox = None
 
     def _again(self) -> bool:
         """After a turn: queue up again for mail still waiting, a kill, or a restart's on_start."""
@@ -304,7 +310,7 @@ class ActorRef:
     @property
     def mailbox_size(self) -> int:
         """Messages waiting now (read without a message, for metrics)."""
-        return len(self._actor._mailbox)
+        return len(self._actor._mailbox or ())
 
     def tell(self, message: Any, wait: float = 0.0) -> None:
         """Deliver `message` and return at once.
@@ -343,14 +349,17 @@ class ActorRef:
         if not actor._running:
             raise ActorStopped(f"{actor.name} is stopped")
         limit = actor._mailbox_limit
-        if limit is not None and len(actor._mailbox) >= limit:
+        mailbox = actor._mailbox
+        if mailbox is None:
+            mailbox = actor._mailbox = deque()
+        if limit is not None and len(mailbox) >= limit:
             raise MailboxFull(f"{actor.name} has {limit} messages waiting")
         if actor._mailbox_bytes is not None:
             weight = actor.weigh(message)
-            if weight and actor._weight + weight > actor._mailbox_bytes and actor._mailbox:
+            if weight and actor._weight + weight > actor._mailbox_bytes and mailbox:
                 raise MailboxFull(f"{actor.name} has {actor._weight} bytes waiting")
             actor._weight += weight
-        actor._mailbox.append(message)
+        mailbox.append(message)
         if not actor._scheduled:
             actor._wake()
 
@@ -366,7 +375,7 @@ class ActorRef:
 
     def _full(self, message: Any) -> bool:
         actor = self._actor
-        if actor._mailbox_limit is not None and len(actor._mailbox) >= actor._mailbox_limit:
+        if actor._mailbox_limit is not None and len(actor._mailbox or ()) >= actor._mailbox_limit:
             return True
         if actor._mailbox_bytes is None or not actor._mailbox:
             return False
@@ -382,6 +391,8 @@ class ActorRef:
         actor = self._actor
         if actor._running:
             actor._running = False
+            if actor._mailbox is None:
+                actor._mailbox = deque()
             actor._mailbox.append(_Stop(reason))
             actor._wake()
 
@@ -422,7 +433,7 @@ class ActorRef:
             "name": actor.name,
             "kind": actor.kind,
             "alive": actor._running,
-            "mailbox": len(actor._mailbox),
+            "mailbox": len(actor._mailbox or ()),
             "mailbox_limit": actor._mailbox_limit,
             "handled": actor._handled,
             "failures": actor._failures,

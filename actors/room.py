@@ -35,6 +35,7 @@ class RoomActor(Actor):
     """
 
     kind = "room"
+    hibernate = True  # one message now and then: no mailbox kept between them
 
     def __init__(self, name: str, max_messages: int):
         super().__init__(f"room:{name}")

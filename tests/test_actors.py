@@ -214,6 +214,20 @@ def test_an_idle_actor_holds_no_greenlet_and_wakes_on_mail():
     assert refs[7].ask("seen", timeout=TIMEOUT) == [7, "woken"]
 
 
+def test_a_hibernating_actor_drops_its_empty_mailbox_between_turns():
+    class Sleepy(Recorder):
+        hibernate = True
+
+    actor = Sleepy()
+    ref = actor.start()
+    ref.tell("one")
+    assert ref.ask("seen", timeout=TIMEOUT) == ["one"]
+    wait_for(lambda: not actor._scheduled)
+    assert actor._mailbox is None and ref.info()["mailbox"] == 0
+    ref.tell("two")
+    assert ref.ask("seen", timeout=TIMEOUT) == ["one", "two"]
+
+
 def test_a_byte_budget_refuses_what_would_overflow_it():
     class Outbox(Recorder):
         def weigh(self, message):
