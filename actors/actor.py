@@ -94,6 +94,13 @@ class Actor:
             them (None: no byte budget); beyond it, `MailboxFull` as above.
     """
 
+    # Slots, not a __dict__: there is one actor per room and per connection (subclasses
+    # that add state declare theirs, or get a __dict__ as usual).
+    __slots__ = ("name", "ref", "_mailbox", "_mailbox_limit", "_mailbox_bytes", "_weight",
+                 "_has_room", "_started", "_scheduled", "_worker", "_killed", "_supervised_by",
+                 "_recent_restarts", "_done", "_running", "_stopped", "_handled", "_failures",
+                 "_restarts", "_trace")
+
     kind = "actor"
     # An actor that gets mail rarely (a room) drops its empty mailbox between turns, as an
     # Erlang process hibernates: an idle one is then its state and little else. Busy actors
@@ -108,7 +115,7 @@ class Actor:
         self._mailbox_limit = mailbox_limit
         self._mailbox_bytes = mailbox_bytes
         self._weight = 0  # bytes waiting, when there is a byte budget
-        self._room: Event | None = None  # set when a full mailbox has room again (if awaited)
+        self._has_room: Event | None = None  # set when a full mailbox has room again (if awaited)
         self._started = False  # the runtime called on_start (again after a restart)
         self._scheduled = False  # in the run queue or being run: mail will be handled
         self._worker: gevent.Greenlet | None = None  # the greenlet running us now, if any
@@ -121,7 +128,7 @@ class Actor:
         self._handled = 0
         self._failures = 0
         self._restarts = 0
-        self._trace = Trace()  # what the actor view shows; filled only while someone watches
+        self._trace: Trace | None = None  # what the actor view shows; made when someone watches
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -181,8 +188,8 @@ class Actor:
                 message = mailbox.popleft()
                 if self._mailbox_bytes is not None:
                     self._weight -= self.weigh(message)
-                if self._room is not None:
-                    self._room.set()
+                if self._has_room is not None:
+                    self._has_room.set()
                 kind = type(message)
                 if kind is _Stop:
                     self._finish(message.reason)
@@ -215,7 +222,7 @@ class Actor:
 
     def _handle(self, message: Any) -> None:
         if tracing.on:
-            self._trace.remember(message)
+            self._remember(message)
         try:
             self.receive(message)
         except Exception as error:  # one bad message must not take the actor down
@@ -227,7 +234,7 @@ class Actor:
     def _answer(self, ask: _Ask) -> None:
         message, reply = ask.message, ask.reply
         if tracing.on:
-            self._trace.remember(message)
+            self._remember(message)
         try:
             result = True if type(message) is Probe else self.receive(message)
         except Exception as error:
@@ -238,6 +245,12 @@ class Actor:
         finally:
             self._handled += 1
 
+    def _remember(self, message: Any) -> None:
+        """Keep `message` for the actor view (called only while tracing is on)."""
+        if self._trace is None:
+            self._trace = Trace()
+        self._trace.remember(message)
+
     def _pending(self) -> list[Any]:
         """Take the tells already waiting, up to the next ask or stop (for batching)."""
         taken = []
@@ -247,11 +260,11 @@ class Actor:
         if taken:
             if self._mailbox_bytes is not None:
                 self._weight -= sum(map(self.weigh, taken))
-            if self._room is not None:
-                self._room.set()
+            if self._has_room is not None:
+                self._has_room.set()
             if tracing.on:
                 for message in taken:
-                    self._trace.remember(message)
+                    self._remember(message)
         return taken
 
     def _crashed(self, error: BaseException) -> None:
@@ -281,8 +294,8 @@ class Actor:
                 if type(message) is _Ask:
                     message.reply.set_exception(ActorStopped(f"{self.name} stopped"))
             self._weight = 0
-            if self._room is not None:
-                self._room.set()
+            if self._has_room is not None:
+                self._has_room.set()
             if self._done is not None:
                 self._done.set()
 
@@ -368,10 +381,10 @@ class ActorRef:
         actor = self._actor
         with gevent.Timeout(seconds, False):
             while actor._running and self._full(message):
-                if actor._room is None:
-                    actor._room = Event()
-                actor._room.clear()
-                actor._room.wait()
+                if actor._has_room is None:
+                    actor._has_room = Event()
+                actor._has_room.clear()
+                actor._has_room.wait()
 
     def _full(self, message: Any) -> bool:
         actor = self._actor
@@ -438,7 +451,7 @@ class ActorRef:
             "handled": actor._handled,
             "failures": actor._failures,
             "restarts": actor._restarts,
-            "recent": actor._trace.recent(),
+            "recent": actor._trace.recent() if actor._trace is not None else [],
         }
         facts.update(actor.info())
         return facts

@@ -34,6 +34,8 @@ class RoomActor(Actor):
         max_messages: how many messages the room keeps.
     """
 
+    __slots__ = ("room", "_history", "_history_body")
+
     kind = "room"
     hibernate = True  # one message now and then: no mailbox kept between them
 

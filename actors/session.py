@@ -73,6 +73,9 @@ class SessionActor(Actor):
         ping_timeout: seconds a ping may go unanswered before the peer counts as gone.
     """
 
+    __slots__ = ("username", "_transport", "_broken", "_ping_interval", "_ping_timeout",
+                 "_next_ping", "_awaiting_pong_since", "closed_with", "sent", "writes")
+
     kind = "session"
 
     def __init__(self, name: str, transport: Transport, username: str, max_outbox: int,

@@ -14,7 +14,7 @@ from actors.dispatcher import MAX_IDLE_WORKERS
 from actors.hub import HubActor, Join
 from actors.message import Draft, Frame
 from actors.registry import FindRoom, ListRooms, Post, RegistryActor
-from actors.room import GetHistory
+from actors.room import GetHistory, RoomActor
 from actors.session import SLOW_CONSUMER, SessionActor
 from actors.supervisor import Supervisor
 
@@ -331,16 +331,24 @@ def test_registry_forgets_the_least_recently_active_room():
     assert registry.ask(FindRoom("b"), timeout=TIMEOUT) is None
 
 
+class SlowRoom(RoomActor):
+    __slots__ = ()
+
+    def receive(self, message):
+        gevent.sleep(0.5)
+        return super().receive(message)
+
+
 def test_a_killed_room_keeps_its_history_and_keeps_serving():
     hub, registry = chat()
     registry.tell(Post(Draft("r", "before"), "u"))
     room = registry.ask(FindRoom("r"), timeout=TIMEOUT)
     actor = room.actor._actor
-    actor.receive = lambda message, receive=actor.receive: (gevent.sleep(0.5), receive(message))
+    actor.__class__ = SlowRoom  # its next message blocks, so it can be killed in the middle
     registry.tell(Post(Draft("r", "lost in the crash"), "u"))
     wait_for(lambda: actor._worker is not None)
     gevent.kill(actor._worker)  # crash the room's greenlet in the middle of the message
-    del actor.receive
+    actor.__class__ = RoomActor
     registry.tell(Post(Draft("r", "after"), "u"))
     wait_for(lambda: room.actor.info()["history"] == 2)
     history = json.loads(room.actor.ask(GetHistory(), timeout=TIMEOUT))["result"]
