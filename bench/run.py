@@ -72,7 +72,7 @@ FULL = {
     "chat": dict(clients=50, rate=2.0, rooms=10, duration_s=10.0),
     "http": dict(seconds=5.0, connections=4, history_messages=1024, rooms=1000),
     "rooms": dict(count=100000, window=64),
-    "crowd": dict(clients=0, headroom=1000, hold_s=3.0, rounds=3),  # 0: as the limits allow
+    "crowd": dict(clients=0, headroom=1000, hold_s=3.0, rounds=5),  # 0: as the limits allow
 }
 QUICK = {
     "broadcast": dict(clients=50, messages=50, window=4, probes=5, timeout=30.0),
