@@ -526,3 +526,20 @@ def barrier(g, sender, conns, timeout=20.0, room="bench"):
         c.count = 0
     g.rx_frames = 0
     return missing
+
+
+def kernel_counters():
+    """Loopback health: packets the kernel dropped from its per-CPU input
+    backlog (/proc/net/softnet_stat, 2nd column) and TCP segments
+    retransmitted (/proc/net/snmp). Either one rising during a scenario means
+    its latency figures include 200 ms+ retransmission stalls."""
+    drops = retrans = 0
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            drops = sum(int(line.split()[1], 16) for line in f)
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        retrans = int(rows[1][rows[0].index("RetransSegs")])
+    except (OSError, ValueError, IndexError):
+        pass
+    return drops, retrans

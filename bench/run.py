@@ -30,6 +30,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import scenarios  # noqa: E402
+from loadgen import kernel_counters  # noqa: E402
 
 try:
     import psutil
@@ -117,23 +118,6 @@ FIGURES = [
     ("*", "kernel_drops", "kernel: loopback backlog drops", None, "{:,.0f}"),
     ("*", "kernel_retrans", "kernel: TCP retransmits", None, "{:,.0f}"),
 ]
-
-
-def kernel_counters():
-    """Loopback health: packets the kernel dropped from its per-CPU input
-    backlog (/proc/net/softnet_stat, 2nd column) and TCP segments
-    retransmitted (/proc/net/snmp). Either one rising during a scenario means
-    its latency figures include 200 ms+ retransmission stalls."""
-    drops = retrans = 0
-    try:
-        with open("/proc/net/softnet_stat") as f:
-            drops = sum(int(line.split()[1], 16) for line in f)
-        with open("/proc/net/snmp") as f:
-            rows = [line.split() for line in f if line.startswith("Tcp:")]
-        retrans = int(rows[1][rows[0].index("RetransSegs")])
-    except (OSError, ValueError, IndexError):
-        pass
-    return drops, retrans
 
 
 def machine_notes():

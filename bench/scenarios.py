@@ -12,7 +12,7 @@ import selectors
 import socket
 import time
 
-from loadgen import LoadGen, barrier, json_frame, percentile
+from loadgen import LoadGen, barrier, json_frame, kernel_counters, percentile
 
 
 def _ms(ns):
@@ -720,6 +720,7 @@ def crowd(host, port, clients=0, headroom=1000, hold_s=3.0, rounds=3, open_timeo
         g.drain_interval = 0.0
         lats, loss = [], 0
         cpu0 = time.process_time()
+        k0 = kernel_counters()
         rx = 0
         for r in range(rounds):
             for c in everyone:
@@ -734,7 +735,9 @@ def crowd(host, port, clients=0, headroom=1000, hold_s=3.0, rounds=3, open_timeo
             if done:
                 lats.append(g.last_rx_ns - t)
         cpu = time.process_time() - cpu0
+        k1 = kernel_counters()
         held = len(everyone) - g.unexpected_closes
+        rounds_ms = [round(x / 1e6, 1) for x in lats]  # in the order they ran
         lats.sort()
         return dict(limits, **{
             "crowd_asked": n,
@@ -748,7 +751,11 @@ def crowd(host, port, clients=0, headroom=1000, hold_s=3.0, rounds=3, open_timeo
             "crowd_rss_per_conn_kib": (rss1 - rss0) / 1024 / max(1, len(conns))
             if rss0 and rss1 else None,
             "crowd_last_ms": _ms(lats[len(lats) // 2]) if lats else None,
-            "crowd_last_ms_rounds": [round(x / 1e6, 1) for x in lats],
+            "crowd_last_ms_rounds": rounds_ms,
+            # machine-wide, during the broadcasts only: retransmission stalls
+            # (200 ms+) inside the figure, apart from those of the opening
+            "rounds_kernel_drops": k1[0] - k0[0],
+            "rounds_kernel_retrans": k1[1] - k0[1],
             "barrier_missing": missing,
             "held_at_end": held,
             "disconnects": g.unexpected_closes,
