@@ -1,7 +1,8 @@
-"""SessionActor: one connection's outbox, and the greenlet that writes it to the socket.
+"""SessionActor: one connection's outbox, written to the socket whenever it has frames.
 
 The actor's mailbox IS the outbox: rooms and the hub drop encoded frames into
-it and return at once, and only this actor's greenlet waits on the socket, so
+it and return at once, and only the worker running this actor waits on the
+socket (the dispatcher hands the other actors to another worker meanwhile), so
 a slow reader delays nobody but itself. The mailbox is bounded in frames and in
 bytes: a client that stops reading fills it and is cut off (see `hub.HubActor`).
 

@@ -1,7 +1,8 @@
 """`/ws`: who is connecting, which transport carries the socket, and the read loop.
 
-Each connection is two greenlets: this one reads frames and turns them into
-messages for the actors; its `SessionActor` writes frames out. The reader
+Each connection is one greenlet, this one, that reads frames and turns them into
+messages for the actors; its `SessionActor` writes frames out (on a dispatcher
+worker, only while it has frames to write). The reader
 never writes to the socket except through the session's outbox.
 """
 
