@@ -1,21 +1,28 @@
-"""The actor: private state, a mailbox, and a greenlet that takes one message at a time.
+"""The actor: private state and a mailbox, run one message at a time — and only while it has mail.
 
 Everything in nane that owns state is an actor. Nobody outside an actor holds
 the actor object: they hold its `ActorRef` and talk to it with `tell` (fire and
 forget) or `ask` (wait for the reply, or for the exception the actor raised).
-Because only the actor's own greenlet ever touches its state, no state needs a
-lock, and the order in which messages arrive is the order in which they act.
+Because only one greenlet at a time ever runs an actor, no state needs a lock,
+and the order in which messages arrive is the order in which they act.
+
+An actor with no mail holds no greenlet (Erlang's hibernation, Akka's
+dispatchers): the mailbox is a deque, and the first message into an empty
+one puts the actor in the dispatcher's run queue (actors/dispatcher.py),
+whose workers run it a turn at a time until its mailbox is empty. An idle room or session is
+a small object, and a fan-out wakes no greenlet per receiver.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from gevent.event import AsyncResult
-from gevent.queue import Queue
+from gevent.event import AsyncResult, Event
 
+from actors.dispatcher import dispatcher
 from actors.tracing import Trace, tracing
 
 if TYPE_CHECKING:
@@ -24,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("nane.actors")
 
 DEFAULT_ASK_TIMEOUT = 5.0
+# Messages an actor handles in one turn before the actors queued behind it get theirs
+# (Akka's "throughput"): a registry with a backlog lets the hub and the sessions keep up
+# instead of filling their mailboxes first.
+TURN = 64
 
 
 class ActorError(Exception):
@@ -42,9 +53,14 @@ class AskTimeout(ActorError):
     """The actor did not answer an ask in time."""
 
 
-# What a mailbox holds: (message, reply) — a message on its way, and where to
-# put the reply (None for a tell). A plain tuple: it is made on every send.
-Envelope = tuple
+class _Ask:
+    """An ask on its way: the message and where its reply goes. A tell travels bare."""
+
+    __slots__ = ("message", "reply")
+
+    def __init__(self, message: Any, reply: AsyncResult):
+        self.message = message
+        self.reply = reply
 
 
 class _Stop:
@@ -74,22 +90,45 @@ class Actor:
         mailbox_limit: at most this many waiting messages (None: unbounded).
             A `tell` or `ask` beyond it raises `MailboxFull` in the sender at
             once, so a flooded actor never blocks the one that floods it.
+        mailbox_bytes: at most this many bytes waiting, as `weigh` counts
+            them (None: no byte budget); beyond it, `MailboxFull` as above.
     """
 
-    kind = "actor"
+    # Slots, not a __dict__: there is one actor per room and per connection (subclasses
+    # that add state declare theirs, or get a __dict__ as usual).
+    __slots__ = ("name", "ref", "_mailbox", "_mailbox_limit", "_mailbox_bytes", "_weight",
+                 "_has_room", "_started", "_scheduled", "_worker", "_killed", "_supervised_by",
+                 "_recent_restarts", "_done", "_running", "_stopped", "_handled", "_failures",
+                 "_restarts", "_trace")
 
-    def __init__(self, name: str, mailbox_limit: int | None = None):
+    kind = "actor"
+    # An actor that gets mail rarely (a room) drops its empty mailbox between turns, as an
+    # Erlang process hibernates: an idle one is then its state and little else. Busy actors
+    # (sessions) keep theirs, or every delivery would allocate one.
+    hibernate = False
+
+    def __init__(self, name: str, mailbox_limit: int | None = None,
+                 mailbox_bytes: int | None = None):
         self.name = name
         self.ref = ActorRef(self)
-        self._mailbox: Queue = Queue()
+        self._mailbox: deque | None = None if self.hibernate else deque()
         self._mailbox_limit = mailbox_limit
-        self._greenlet: gevent.Greenlet | None = None
+        self._mailbox_bytes = mailbox_bytes
+        self._weight = 0  # bytes waiting, when there is a byte budget
+        self._has_room: Event | None = None  # set when a full mailbox has room again (if awaited)
+        self._started = False  # the runtime called on_start (again after a restart)
+        self._scheduled = False  # in the run queue or being run: mail will be handled
+        self._worker: gevent.Greenlet | None = None  # the greenlet running us now, if any
+        self._killed: Any = None  # kill's reason, until a worker acts on it
+        self._supervised_by: Supervisor | None = None
+        self._recent_restarts: deque[float] | None = None  # the supervisor's window
+        self._done: Event | None = None  # made by the first `join`
         self._running = False
         self._stopped = False
         self._handled = 0
         self._failures = 0
         self._restarts = 0
-        self._trace = Trace()  # what the actor view shows; filled only while someone watches
+        self._trace: Trace | None = None  # what the actor view shows; made when someone watches
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -98,15 +137,22 @@ class Actor:
         raise NotImplementedError
 
     def on_start(self) -> None:
-        """Runs in the actor's greenlet before the first message."""
+        """Runs in a worker greenlet before the first message (and after each restart)."""
 
     def on_stop(self, reason: Any) -> None:
-        """Runs once, in the actor's greenlet, when the actor stops."""
+        """Runs once, in a worker greenlet, when the actor stops."""
 
     def on_failure(self, message: Any, error: Exception) -> None:
         """A message raised `error`; the actor goes on with the next one."""
         log.error("actor=%s failed on %s: %r", self.name, type(message).__name__, error,
                   exc_info=error)
+
+    def weigh(self, message: Any) -> int:
+        """The bytes `message` counts against `mailbox_bytes` (only called when it is set).
+
+        It gets what goes into the mailbox, so an ask arrives wrapped: weigh what you know.
+        """
+        return 0
 
     def info(self) -> dict:
         """What the actor view shows of this actor (subclasses add to it)."""
@@ -115,61 +161,120 @@ class Actor:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self, supervisor: "Supervisor | None" = None) -> "ActorRef":
-        """Start the actor's greenlet and return the reference others use."""
-        if self._greenlet is not None:
+        """Make the actor live (`on_start` runs soon, in a worker) and return its reference."""
+        if self._running or self._stopped:
             raise ActorError(f"{self.name} was already started")
         self._running = True
-        self._spawn()
-        if supervisor is not None:
-            supervisor.watch(self)
+        self._supervised_by = supervisor
+        self._wake()
         return self.ref
 
-    def _spawn(self) -> None:
-        self._greenlet = gevent.spawn(self._loop)
-        self._greenlet.name = self.name
+    def _wake(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            dispatcher().schedule(self)
 
-    def _loop(self) -> None:
+    def _run(self) -> None:
+        """One turn: handle up to TURN messages (called by a dispatcher worker)."""
+        self._worker = gevent.getcurrent()
         try:
-            self.on_start()
-            while True:
-                envelope = self._mailbox.get()
-                if type(envelope) is _Stop:
-                    self._finish(envelope.reason)
+            if self._killed is None and not self._started:
+                self._started = True
+                self.on_start()
+            mailbox = self._mailbox
+            turn = TURN
+            while self._killed is None and mailbox and turn:
+                turn -= 1
+                message = mailbox.popleft()
+                if self._mailbox_bytes is not None:
+                    self._weight -= self.weigh(message)
+                if self._has_room is not None:
+                    self._has_room.set()
+                kind = type(message)
+                if kind is _Stop:
+                    self._finish(message.reason)
                     return
-                self._handle(envelope)
+                if kind is _Ask:
+                    self._answer(message)
+                else:
+                    self._handle(message)
+            if self._killed is not None:
+                self._finish(self._killed)
         except _Killed as killed:
             self._finish(killed.reason)
+        except BaseException as error:  # the run died mid-message: the supervisor decides
+            self._crashed(error)
+            if not isinstance(error, (gevent.GreenletExit, Exception)):
+                raise  # SystemExit, KeyboardInterrupt: not ours to swallow
+        finally:
+            self._worker = None
+            if not self._again():
+                self._scheduled = False
+                if self.hibernate and not self._mailbox:
+                    self._mailbox = None
 
-    def _handle(self, envelope: Envelope) -> None:
-        message, reply = envelope
+    def _again(self) -> bool:
+        """After a turn: queue up again for mail still waiting, a kill, or a restart's on_start."""
+        if self._stopped or (self._started and not self._mailbox and self._killed is None):
+            return False
+        dispatcher().schedule(self)
+        return True
+
+    def _handle(self, message: Any) -> None:
         if tracing.on:
-            self._trace.remember(message)
+            self._remember(message)
         try:
-            result = True if type(message) is Probe else self.receive(message)
+            self.receive(message)
         except Exception as error:  # one bad message must not take the actor down
             self._failures += 1
-            if reply is not None:
-                reply.set_exception(error)
-            else:
-                self.on_failure(message, error)
-        else:
-            if reply is not None:
-                reply.set(result)
+            self.on_failure(message, error)
         finally:
             self._handled += 1
 
-    def _pending(self) -> list[Any]:
-        """Take the messages already waiting, without blocking (for batching)."""
-        taken = []
-        while not self._mailbox.empty():
-            envelope = self._mailbox.peek()
-            if type(envelope) is _Stop or envelope[1] is not None:
-                break
-            taken.append(self._mailbox.get()[0])
+    def _answer(self, ask: _Ask) -> None:
+        message, reply = ask.message, ask.reply
         if tracing.on:
-            for message in taken:
-                self._trace.remember(message)
+            self._remember(message)
+        try:
+            result = True if type(message) is Probe else self.receive(message)
+        except Exception as error:
+            self._failures += 1
+            reply.set_exception(error)
+        else:
+            reply.set(result)
+        finally:
+            self._handled += 1
+
+    def _remember(self, message: Any) -> None:
+        """Keep `message` for the actor view (called only while tracing is on)."""
+        if self._trace is None:
+            self._trace = Trace()
+        self._trace.remember(message)
+
+    def _pending(self) -> list[Any]:
+        """Take the tells already waiting, up to the next ask or stop (for batching)."""
+        taken = []
+        mailbox = self._mailbox
+        while mailbox and type(mailbox[0]) not in (_Ask, _Stop):
+            taken.append(mailbox.popleft())
+        if taken:
+            if self._mailbox_bytes is not None:
+                self._weight -= sum(map(self.weigh, taken))
+            if self._has_room is not None:
+                self._has_room.set()
+            if tracing.on:
+                for message in taken:
+                    self._remember(message)
         return taken
+
+    def _crashed(self, error: BaseException) -> None:
+        """A run ended by an exception from outside a message's own error handling."""
+        self._started = False  # a restart runs on_start again, as a new greenlet would
+        if self._supervised_by is None:
+            log.error("actor=%s died: %r", self.name, error)
+            self._finish("died")
+        elif not self._supervised_by.may_restart(self, error):
+            self._give_up("too many restarts")
 
     def _finish(self, reason: Any) -> None:
         """Stop for good: run on_stop once and fail every ask still waiting."""
@@ -179,12 +284,20 @@ class Actor:
         self._running = False
         try:
             self.on_stop(reason)
+        except _Killed:
+            pass  # killed while stopping: it is stopping anyway
         except Exception:
             log.exception("actor=%s on_stop failed", self.name)
-        while not self._mailbox.empty():
-            envelope = self._mailbox.get()
-            if type(envelope) is not _Stop and envelope[1] is not None:
-                envelope[1].set_exception(ActorStopped(f"{self.name} stopped"))
+        finally:
+            while self._mailbox:
+                message = self._mailbox.popleft()
+                if type(message) is _Ask:
+                    message.reply.set_exception(ActorStopped(f"{self.name} stopped"))
+            self._weight = 0
+            if self._has_room is not None:
+                self._has_room.set()
+            if self._done is not None:
+                self._done.set()
 
     def _give_up(self, reason: str) -> None:
         """Called by a supervisor that will not restart this actor again."""
@@ -210,16 +323,23 @@ class ActorRef:
     @property
     def mailbox_size(self) -> int:
         """Messages waiting now (read without a message, for metrics)."""
-        return self._actor._mailbox.qsize()
+        return len(self._actor._mailbox or ())
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: Any, wait: float = 0.0) -> None:
         """Deliver `message` and return at once.
+
+        Args:
+            wait: when the mailbox is full, wait up to this many seconds for
+                room instead of refusing at once (backpressure: a reader that
+                waits here stops reading its socket, and TCP slows its client).
 
         Raises:
             ActorStopped: the actor has stopped.
-            MailboxFull: the actor's mailbox is at its limit.
+            MailboxFull: the actor's mailbox is at its limit (after `wait`).
         """
-        self._post(message, None)
+        if wait > 0 and self._full(message):
+            self._wait_for_room(message, wait)
+        self._post(message)
 
     def ask(self, message: Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
         """Deliver `message` and wait for the actor's reply.
@@ -231,20 +351,49 @@ class ActorRef:
             Exception: whatever the actor raised while handling the message.
         """
         reply = AsyncResult()
-        self._post(message, reply)
+        self._post(_Ask(message, reply))
         try:
             return reply.get(timeout=timeout)
         except gevent.Timeout:
             raise AskTimeout(f"{self.name} did not answer within {timeout}s") from None
 
-    def _post(self, message: Any, reply: AsyncResult | None) -> None:
+    def _post(self, message: Any) -> None:
         actor = self._actor
         if not actor._running:
             raise ActorStopped(f"{actor.name} is stopped")
         limit = actor._mailbox_limit
-        if limit is not None and actor._mailbox.qsize() >= limit:
+        mailbox = actor._mailbox
+        if mailbox is None:
+            mailbox = actor._mailbox = deque()
+        if limit is not None and len(mailbox) >= limit:
             raise MailboxFull(f"{actor.name} has {limit} messages waiting")
-        actor._mailbox.put((message, reply))  # an Envelope's fields, as a plain tuple: cheaper
+        if actor._mailbox_bytes is not None:
+            weight = actor.weigh(message)
+            if weight and actor._weight + weight > actor._mailbox_bytes and mailbox:
+                raise MailboxFull(f"{actor.name} has {actor._weight} bytes waiting")
+            actor._weight += weight
+        mailbox.append(message)
+        if not actor._scheduled:
+            actor._wake()
+
+    def _wait_for_room(self, message: Any, seconds: float) -> None:
+        """Block until the mailbox has room for `message`, the actor stops, or `seconds` pass."""
+        actor = self._actor
+        with gevent.Timeout(seconds, False):
+            while actor._running and self._full(message):
+                if actor._has_room is None:
+                    actor._has_room = Event()
+                actor._has_room.clear()
+                actor._has_room.wait()
+
+    def _full(self, message: Any) -> bool:
+        actor = self._actor
+        if actor._mailbox_limit is not None and len(actor._mailbox or ()) >= actor._mailbox_limit:
+            return True
+        if actor._mailbox_bytes is None or not actor._mailbox:
+            return False
+        weight = actor.weigh(message)
+        return bool(weight) and actor._weight + weight > actor._mailbox_bytes
 
     def stop(self, reason: Any = "stopped") -> None:
         """Stop after the messages already sent; later ones are refused.
@@ -255,28 +404,35 @@ class ActorRef:
         actor = self._actor
         if actor._running:
             actor._running = False
-            actor._mailbox.put(_Stop(reason))
+            if actor._mailbox is None:
+                actor._mailbox = deque()
+            actor._mailbox.append(_Stop(reason))
+            actor._wake()
 
     def kill(self, reason: Any) -> None:
         """Stop now, even in the middle of a message (e.g. a write that hangs).
 
-        `on_stop(reason)` still runs, in the dying greenlet.
+        `on_stop(reason)` still runs, in a worker greenlet; asks still waiting fail.
         """
         actor = self._actor
+        if actor._stopped or actor._killed is not None:
+            return
         actor._running = False
-        greenlet = actor._greenlet
-        if greenlet is None or greenlet.dead:
-            actor._finish(reason)
-        else:
-            greenlet.kill(_Killed(reason), block=False)
+        actor._killed = reason
+        worker = actor._worker
+        if worker is None:
+            actor._wake()  # a worker will finish it
+        else:  # it is inside a message, maybe blocked: interrupt it there
+            gevent.get_hub().loop.run_callback(_interrupt, actor, worker, reason)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the actor's greenlet has ended; True if it has."""
-        greenlet = self._actor._greenlet
-        if greenlet is None:
-            return True
-        greenlet.join(timeout)
-        return greenlet.dead and self._actor._stopped
+        """Wait until the actor has stopped (on_stop done); True if it has."""
+        actor = self._actor
+        if not actor._stopped:
+            if actor._done is None:
+                actor._done = Event()
+            actor._done.wait(timeout)
+        return actor._stopped
 
     def info(self) -> dict:
         """Runtime facts about the actor, like Erlang's process_info.
@@ -290,12 +446,12 @@ class ActorRef:
             "name": actor.name,
             "kind": actor.kind,
             "alive": actor._running,
-            "mailbox": actor._mailbox.qsize(),
+            "mailbox": len(actor._mailbox or ()),
             "mailbox_limit": actor._mailbox_limit,
             "handled": actor._handled,
             "failures": actor._failures,
             "restarts": actor._restarts,
-            "recent": actor._trace.recent(),
+            "recent": actor._trace.recent() if actor._trace is not None else [],
         }
         facts.update(actor.info())
         return facts
@@ -311,11 +467,17 @@ class ActorRef:
 
 
 class _Killed(BaseException):
-    """Raised inside an actor's greenlet by `ActorRef.kill`."""
+    """Raised inside the worker running an actor, by `ActorRef.kill`."""
 
     def __init__(self, reason: Any):
         super().__init__(reason)
         self.reason = reason
+
+
+def _interrupt(actor: Actor, worker, reason: Any) -> None:
+    """In gevent's hub: throw `_Killed` into `worker` if it is still inside `actor`."""
+    if actor._worker is worker and not worker.dead and not actor._stopped:
+        worker.throw(_Killed(reason))
 
 
 __all__ = [

@@ -41,7 +41,10 @@ class RoomActor(Actor):
         max_messages: how many messages the room keeps.
     """
 
+    __slots__ = ("room", "_history", "_history_body")
+
     kind = "room"
+    hibernate = True  # one message now and then: no mailbox kept between them
 
     def __init__(self, name: str, max_messages: int):
         super().__init__(f"room:{name}")

@@ -1,9 +1,10 @@
-"""SessionActor: one connection's outbox, and the greenlet that writes it to the socket.
+"""SessionActor: one connection's outbox, written to the socket whenever it has frames.
 
 The actor's mailbox IS the outbox: rooms and the hub drop encoded frames into
-it and return at once, and only this actor's greenlet waits on the socket, so
-a slow reader delays nobody but itself. The mailbox is bounded: a client that
-stops reading fills it and is cut off (see `hub.HubActor`).
+it and return at once, and only the worker running this actor waits on the
+socket (the dispatcher hands the other actors to another worker meanwhile), so
+a slow reader delays nobody but itself. The mailbox is bounded in frames and in
+bytes: a client that stops reading fills it and is cut off (see `hub.HubActor`).
 
 The session also keeps the connection alive: on the hub's `KeepAlive` ticks it
 sends a websocket protocol ping every `ping_interval` seconds, and closes a
@@ -68,15 +69,20 @@ class SessionActor(Actor):
         transport: the connection's writing side.
         username: who is connected (for logs and the actor view).
         max_outbox: frames that may wait before the client counts as too slow.
+        max_outbox_bytes: bytes of frames that may wait, likewise (None: no byte budget).
         ping_interval: seconds between protocol pings.
         ping_timeout: seconds a ping may go unanswered before the peer counts as gone.
     """
 
+    __slots__ = ("username", "_transport", "_broken", "_ping_interval", "_ping_timeout",
+                 "_next_ping", "_awaiting_pong_since", "closed_with", "sent", "writes")
+
     kind = "session"
 
     def __init__(self, name: str, transport: Transport, username: str, max_outbox: int,
-                 ping_interval: float = 25.0, ping_timeout: float = 20.0):
-        super().__init__(name, mailbox_limit=max_outbox)
+                 ping_interval: float = 25.0, ping_timeout: float = 20.0,
+                 max_outbox_bytes: int | None = None):
+        super().__init__(name, mailbox_limit=max_outbox, mailbox_bytes=max_outbox_bytes)
         self.username = username
         self._transport = transport
         self._broken = False
@@ -87,6 +93,10 @@ class SessionActor(Actor):
         self.closed_with: Disconnect | None = None  # why the server cut it off, if it did
         self.sent = 0
         self.writes = 0  # system calls: sent / writes is how many frames each carried
+
+    def weigh(self, message) -> int:
+        """A frame weighs its JSON (what it costs us while it waits); a tick weighs nothing."""
+        return len(message.json) if isinstance(message, Frame) else 0
 
     def receive(self, message) -> None:
         if type(message) is KeepAlive:

@@ -1,11 +1,12 @@
-"""Supervision: restart an actor whose greenlet died, OTP-style.
+"""Supervision: restart an actor whose run died, OTP-style.
 
-An exception while handling one message never kills an actor (the loop
-reports it and takes the next message). A greenlet can still die — killed from
-outside, or a BaseException — and then its supervisor starts a new greenlet on
-the SAME actor object: the mailbox and the state survive, only the loop is new.
-A restart that keeps failing is a bug, not bad luck: after `max_restarts`
-within `within_seconds` the supervisor gives up loudly and the actor stops.
+An exception while handling one message never kills an actor (the runtime
+reports it and takes the next message). A run can still die — its greenlet
+killed from outside, or a BaseException — and then its supervisor restarts
+the SAME actor object: the mailbox and the state survive, `on_start` runs
+again, and the next message is handled as usual. A restart that keeps
+failing is a bug, not bad luck: after `max_restarts` within `within_seconds`
+the supervisor gives up loudly and the actor stops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ log = logging.getLogger("nane.supervisor")
 
 
 class Supervisor:
-    """Restarts the actors it watches, at most N times in T seconds each.
+    """Restarts the actors started under it, at most N times in T seconds each.
 
     Args:
         name: shown in the log lines it writes.
@@ -34,26 +35,20 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.within_seconds = within_seconds
 
-    def watch(self, actor: Actor) -> None:
-        """Restart `actor` whenever its greenlet ends without a stop."""
-        recent: deque[float] = deque()
-
-        def on_death(greenlet) -> None:
-            if actor._stopped or greenlet is not actor._greenlet:
-                return  # a deliberate stop, or an old incarnation
-            now = time.monotonic()
-            while recent and now - recent[0] > self.within_seconds:
-                recent.popleft()
-            if len(recent) >= self.max_restarts:
-                log.critical("supervisor=%s gives up on actor=%s after %d restarts in %ss",
-                             self.name, actor.name, len(recent), self.within_seconds)
-                actor._give_up("too many restarts")
-                return
-            recent.append(now)
-            actor._restarts += 1
-            log.warning("supervisor=%s restarts actor=%s (greenlet ended: %r)",
-                        self.name, actor.name, greenlet.exception or greenlet.value)
-            actor._spawn()
-            actor._greenlet.link(on_death)
-
-        actor._greenlet.link(on_death)
+    def may_restart(self, actor: Actor, error: BaseException) -> bool:
+        """`actor`'s run died with `error`: count a restart, or refuse (the actor then stops)."""
+        recent = actor._recent_restarts
+        if recent is None:
+            recent = actor._recent_restarts = deque()
+        now = time.monotonic()
+        while recent and now - recent[0] > self.within_seconds:
+            recent.popleft()
+        if len(recent) >= self.max_restarts:
+            log.critical("supervisor=%s gives up on actor=%s after %d restarts in %ss",
+                         self.name, actor.name, len(recent), self.within_seconds)
+            return False
+        recent.append(now)
+        actor._restarts += 1
+        log.warning("supervisor=%s restarts actor=%s (its run ended: %r)",
+                    self.name, actor.name, error)
+        return True

@@ -46,6 +46,7 @@ class Config:
     max_connections_per_address: int = 1000
     max_messages_per_second_per_address: int = 200
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    max_outbox_bytes: int = 4 * 1024 * 1024
     debug: bool = False
     redis_url: str = ""  # empty: rooms live in this one process's memory
     sentry_dsn: str = ""  # empty: no error reporting, and sentry_sdk is never imported
@@ -126,6 +127,8 @@ HELP = {
                                            "max_messages_per_second); more are dropped",
     "forwarded_allow_ips": "peers (comma-separated, or *) whose X-Forwarded-For names the "
                            "client address, like gunicorn's setting",
+    "max_outbox_bytes": "bytes of frames waiting for a client before it is cut off as too slow "
+                        "(1008)",
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
     "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms",
     "sentry_dsn": "report errors to this Sentry DSN",

@@ -1,8 +1,9 @@
 """`/ws`: who is connecting, which transport carries the socket, and the read loop.
 
-Each connection is two greenlets: this one reads frames and turns them into
-messages for the actors; its `SessionActor` writes frames out. The reader
-writes nothing but pongs, and those through the transport's one write lock.
+Each connection is one greenlet, this one, that reads frames and turns them into
+messages for the actors; its `SessionActor` writes frames out (on a dispatcher
+worker, only while it has frames to write). The reader writes nothing but
+pongs, and those through the transport's one write lock.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ log = logging.getLogger("nane.ws")
 bp = Blueprint("ws", __name__)
 sock = Sock()
 _session_numbers = itertools.count(1)
+# A post that finds the registry's mailbox full waits this long for room: the reader stops
+# reading meanwhile, so TCP slows that one client instead of its messages being dropped.
+POST_WAIT_SECONDS = 5.0
 
 
 def username_from_query(query: str, max_length: int) -> str:
@@ -175,7 +179,8 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
     transport.admit_control = admit_control
     name = f"session:{next(_session_numbers)}"
     session = SessionActor(name, transport, username, config.max_outbox_messages,
-                           config.ping_interval_seconds, config.ping_timeout_seconds).start()
+                           config.ping_interval_seconds, config.ping_timeout_seconds,
+                           config.max_outbox_bytes).start()
     chat.hub.tell(Join(session))
     metrics.connections.inc()
     log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
@@ -246,7 +251,7 @@ def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
     if isinstance(parsed, Ping):
         return PONG
     try:
-        chat.registry.tell(Post(parsed, username, reply_to))
+        chat.registry.tell(Post(parsed, username, reply_to), wait=POST_WAIT_SECONDS)
     except (MailboxFull, ActorStopped):
         raise BadFrame("server busy, message not accepted", parsed.id, "busy") from None
     return None

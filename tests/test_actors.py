@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import json
+
 import gevent
+import greenlet
 import pytest
 
-from actors.actor import Actor, ActorStopped, AskTimeout, MailboxFull
+from actors.actor import Actor, ActorStopped, AskTimeout, MailboxFull, Probe
+from actors.dispatcher import MAX_IDLE_WORKERS
 from actors.hub import HubActor, Join
 from actors.message import Draft, Frame
 from actors.registry import FindRoom, ListRooms, Post, RegistryActor
-from actors.room import GetHistory
+from actors.room import GetHistory, RoomActor
 from actors.session import SLOW_CONSUMER, SessionActor
 from actors.supervisor import Supervisor
 
@@ -119,26 +123,149 @@ def test_bounded_mailbox_refuses_at_once_instead_of_blocking():
     assert ref.ask("seen", timeout=TIMEOUT) == [0, 1, 2]
 
 
+def kill_mid_message(actor, ref):
+    """Kill the greenlet running `actor` while it is inside a message (a crash from outside)."""
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    wait_for(lambda: actor._worker is not None)
+    gevent.kill(actor._worker)
+    gevent.sleep(0)
+
+
 def test_supervisor_restarts_a_dead_greenlet_with_its_state():
     actor = Recorder()
     ref = actor.start(Supervisor(max_restarts=3, within_seconds=10))
     ref.tell("kept")
     assert ref.ask("seen", timeout=TIMEOUT) == ["kept"]
-    gevent.kill(actor._greenlet)  # the greenlet dies, not by a message
+    kill_mid_message(actor, ref)  # the greenlet dies, not by a message
     assert ref.ask("seen", timeout=TIMEOUT) == ["kept"]
-    assert ref.info()["restarts"] == 1
+    assert ref.info()["restarts"] == 1 and ref.alive
 
 
 def test_supervisor_gives_up_after_too_many_restarts(caplog):
     actor = Recorder()
     ref = actor.start(Supervisor(max_restarts=2, within_seconds=10))
     for _ in range(3):
-        gevent.kill(actor._greenlet)
-        gevent.sleep(0)
+        kill_mid_message(actor, ref)
     wait_for(lambda: not ref.alive)
     with pytest.raises(ActorStopped):
         ref.ask("anyone?", timeout=TIMEOUT)
     assert "gives up" in caplog.text
+
+
+def test_an_actor_without_a_supervisor_that_dies_stops_and_fails_its_asks():
+    actor = Recorder()
+    ref = actor.start()
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    pending = gevent.spawn(ref.ask, "behind", TIMEOUT)
+    wait_for(lambda: actor._worker is not None and ref.mailbox_size == 1)
+    gevent.kill(actor._worker)
+    pending.join(TIMEOUT)
+    assert isinstance(pending.exception, ActorStopped)
+    assert ref.join(TIMEOUT) and actor.stopped_with == "died"
+
+
+def test_only_one_message_at_a_time_even_when_handlers_block():
+    class Careful(Actor):
+        def __init__(self):
+            super().__init__("careful")
+            self.inside = self.most_inside = 0
+            self.order = []
+
+        def receive(self, message):
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            gevent.sleep(0.0005 * (message[1] % 3))  # blocks: other workers run meanwhile
+            self.order.append(message)
+            self.inside -= 1
+
+    actors = [Careful() for _ in range(3)]
+    refs = [a.start() for a in actors]
+
+    def sender(n):
+        for i in range(30):
+            for ref in refs:
+                ref.tell((n, i))
+            gevent.sleep(0)
+
+    gevent.joinall([gevent.spawn(sender, n) for n in range(4)], timeout=TIMEOUT)
+    for actor, ref in zip(actors, refs):
+        ref.ask(Probe(), timeout=TIMEOUT)
+        assert actor.most_inside == 1
+        assert len(actor.order) == 120
+        for n in range(4):  # each sender's messages in the order sent
+            assert [i for s, i in actor.order if s == n] == list(range(30))
+
+
+def test_an_idle_actor_holds_no_greenlet_and_wakes_on_mail():
+    before = live_greenlets()
+    actors = [Recorder() for _ in range(500)]
+    refs = [a.start() for a in actors]
+    for n, ref in enumerate(refs):
+        ref.tell(n)
+    for ref in refs:
+        ref.ask(Probe(), timeout=TIMEOUT)
+    gevent.sleep(0.01)  # let the workers park
+    assert all(a._worker is None and not a._scheduled for a in actors)
+    # 500 live actors, all idle: only the dispatcher's few parked workers exist
+    assert live_greenlets() - before <= MAX_IDLE_WORKERS
+    refs[7].tell("woken")
+    assert refs[7].ask("seen", timeout=TIMEOUT) == [7, "woken"]
+
+
+def test_a_hibernating_actor_drops_its_empty_mailbox_between_turns():
+    class Sleepy(Recorder):
+        hibernate = True
+
+    actor = Sleepy()
+    ref = actor.start()
+    ref.tell("one")
+    assert ref.ask("seen", timeout=TIMEOUT) == ["one"]
+    wait_for(lambda: not actor._scheduled)
+    assert actor._mailbox is None and ref.info()["mailbox"] == 0
+    ref.tell("two")
+    assert ref.ask("seen", timeout=TIMEOUT) == ["one", "two"]
+
+
+def test_a_byte_budget_refuses_what_would_overflow_it():
+    class Outbox(Recorder):
+        def weigh(self, message):
+            return len(message) if isinstance(message, bytes) else 0
+
+    actor = Outbox()
+    actor._mailbox_bytes = 100
+    ref = actor.start()
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    wait_for(lambda: actor._worker is not None)
+    ref.tell(b"x" * 60)
+    ref.tell(b"y" * 40)
+    with pytest.raises(MailboxFull):
+        ref.tell(b"z")
+    gate.set()
+    assert ref.ask("seen", timeout=TIMEOUT) == [b"x" * 60, b"y" * 40]
+    ref.tell(b"w" * 500)  # alone in an empty mailbox, even an oversized one goes in
+    assert ref.ask("seen", timeout=TIMEOUT)[-1] == b"w" * 500
+    assert actor._weight == 0
+
+
+def test_tell_with_wait_blocks_until_there_is_room_and_loses_nothing():
+    ref = Recorder(mailbox_limit=5).start()
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    gevent.sleep(0)
+    for i in range(5):
+        ref.tell(i)
+    with pytest.raises(MailboxFull):
+        ref.tell("refused at once")
+    with pytest.raises(MailboxFull):
+        ref.tell("refused after the wait", wait=0.05)
+    gevent.spawn_later(0.05, gate.set)
+    for i in range(5, 100):  # the sender is slowed to the actor's pace instead
+        ref.tell(i, wait=TIMEOUT)
+    wait_for(lambda: ref.mailbox_size == 0)
+    assert ref.ask("seen", timeout=TIMEOUT) == list(range(100))
 
 
 # -- rooms, the registry and the hub ------------------------------------------
@@ -166,6 +293,11 @@ class ListTransport:
 def chat(max_rooms=100, max_messages=10):
     hub = HubActor().start()
     return hub, RegistryActor(hub, max_rooms, max_messages).start()
+
+
+def live_greenlets():
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
 
 
 def wait_for(predicate, timeout=TIMEOUT):
@@ -199,11 +331,24 @@ def test_registry_forgets_the_least_recently_active_room():
     assert registry.ask(FindRoom("b"), timeout=TIMEOUT) is None
 
 
+class SlowRoom(RoomActor):
+    __slots__ = ()
+
+    def receive(self, message):
+        gevent.sleep(0.5)
+        return super().receive(message)
+
+
 def test_a_killed_room_keeps_its_history_and_keeps_serving():
     hub, registry = chat()
     registry.tell(Post(Draft("r", "before"), "u"))
     room = registry.ask(FindRoom("r"), timeout=TIMEOUT)
-    gevent.kill(room.actor._actor._greenlet)  # crash the room's greenlet
+    actor = room.actor._actor
+    actor.__class__ = SlowRoom  # its next message blocks, so it can be killed in the middle
+    registry.tell(Post(Draft("r", "lost in the crash"), "u"))
+    wait_for(lambda: actor._worker is not None)
+    gevent.kill(actor._worker)  # crash the room's greenlet in the middle of the message
+    actor.__class__ = RoomActor
     registry.tell(Post(Draft("r", "after"), "u"))
     wait_for(lambda: room.actor.info()["history"] == 2)
     history = json.loads(room.actor.ask(GetHistory(), timeout=TIMEOUT))["result"]

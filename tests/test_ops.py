@@ -296,7 +296,7 @@ def test_settings_list_every_limit_as_an_integer(start_server):
     settings = server.get("/api/settings")["result"]
     for key in ("max_connections", "max_messages_per_second", "max_flood_seconds",
                 "ping_interval_seconds", "ping_timeout_seconds", "http_idle_timeout_seconds",
-                "shutdown_grace_seconds"):
+                "shutdown_grace_seconds", "max_outbox_bytes"):
         assert isinstance(settings[key], int), key
     assert settings["max_connections"] == 7 and settings["ping_interval_seconds"] == 3
     assert all(isinstance(value, int) for value in settings.values())
