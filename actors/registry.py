@@ -9,10 +9,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
-from actors.actor import Actor, ActorRef
+from actors import resume
+from actors.actor import Actor, ActorError, ActorRef, MailboxFull
 from actors.message import Draft, Message, encode_list, format_created
-from actors.hub import Deliver
-from actors.room import Append, RoomActor
+from actors.hub import Deliver, Join
+from actors.room import Append, MessagesAfter, RoomActor
+from actors.session import SLOW_CONSUMER
 from actors.supervisor import Supervisor
 
 log = logging.getLogger("nane.registry")
@@ -63,13 +65,14 @@ class Room:
 
 
 class _Entry:
-    __slots__ = ("name", "actor", "last_message", "json")
+    __slots__ = ("name", "actor", "last_message", "json", "seq")
 
     def __init__(self, name: str, actor: ActorRef):
         self.name = name
         self.actor = actor
         self.last_message: Message | None = None
         self.json = b""
+        self.seq = 0  # of its last message
 
 
 class RegistryActor(Actor):
@@ -81,6 +84,11 @@ class RegistryActor(Actor):
     so stamps are unique and increasing, and every connection receives all
     messages in one order — each sender's in the order sent, across rooms. At most `max_rooms`
     rooms live at once; the least recently active one is forgotten first.
+
+    Being the sequencer, it also numbers messages (their positions, see
+    actors/resume.py) and serves `Resume`: the replay goes into the session's
+    outbox and the `Join` to the hub, between two posts, so the live stream
+    starts right after the last replayed message.
 
     Args:
         hub: the fan-out to every connection.
@@ -98,6 +106,9 @@ class RegistryActor(Actor):
         self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
         self._rooms_body: bytes | None = None
         self._last_created = 0
+        self.run = resume.new_run("m")
+        self._seq = 0  # the last message's place in the one order
+        self._forgotten_through = 0  # the newest message of any forgotten room
         self._supervisor = Supervisor("rooms")
         self.forgotten = 0
 
@@ -105,6 +116,8 @@ class RegistryActor(Actor):
         match message:
             case Post(draft, username, _):
                 self._post(draft, username)
+            case resume.Resume(session, since, max_replay):
+                self._resume(session, since, max_replay)
             case ListRooms():
                 if self._rooms_body is None:
                     self._rooms_body = encode_list([e.json for e in reversed(self._rooms.values())])
@@ -124,8 +137,11 @@ class RegistryActor(Actor):
             entry = self._create(key, draft.room)
         else:
             self._rooms.move_to_end(key)
-        posted = Message(entry.name, self._stamp(), username, draft.text, draft.id)
-        entry.last_message = posted
+        self._seq += 1
+        posted = Message(entry.name, self._stamp(), username, draft.text, draft.id,
+                         self._seq, f"{self.run}{resume.SEPARATOR}{self._seq}")
+        posted.previous_seq = entry.seq
+        entry.last_message, entry.seq = posted, self._seq
         entry.json = room_json(entry.name, posted)
         self._rooms_body = None
         entry.actor.tell(Append(posted))
@@ -135,11 +151,56 @@ class RegistryActor(Actor):
         if len(self._rooms) >= self._max_rooms:
             _, idlest = self._rooms.popitem(last=False)
             idlest.actor.stop()
+            self._forgotten_through = idlest.seq
             self.forgotten += 1
             log.info("event=room_forgotten room=%r rooms=%d", idlest.name, len(self._rooms))
         room = RoomActor(name, self._max_messages).start(self._supervisor)
         entry = self._rooms[key] = _Entry(name, room)
         return entry
+
+    def _resume(self, session: ActorRef, since: str, max_replay: int) -> None:
+        """Replay what came after `since` into the session's outbox, then join it to the hub."""
+        now = f"{self.run}{resume.SEPARATOR}{self._seq}"
+        replay, gone = self._replay(since, max_replay) if since else ([], None)
+        frames = ([resume.gone_frame(gone, now)] if gone else
+                  [m.v2 for m in replay] + [resume.seam_frame(now, len(replay))])
+        try:
+            for frame in frames:
+                session.tell(frame)
+        except MailboxFull:
+            session.kill(SLOW_CONSUMER)
+            return
+        except ActorError:  # the client is gone already
+            return
+        self._hub.tell(Join(session))
+
+    def _replay(self, since: str, max_replay: int) -> tuple[list[Message], str | None]:
+        """Every message after `since` in order, or why they cannot all be given."""
+        position = resume.parse(since)
+        if position is None or not position.offset.isdigit():
+            return [], resume.NOT_A_POSITION
+        if position.run != self.run:
+            return [], resume.OTHER_RUN
+        seq = int(position.offset)
+        if seq > self._seq:
+            return [], resume.NOT_A_POSITION
+        if seq < self._forgotten_through:
+            return [], resume.TOO_OLD
+        replay: list[Message] = []
+        for entry in self._rooms.values():
+            if entry.seq <= seq:
+                continue
+            try:  # the room has had every Append we sent it: its answer is up to date
+                newer, complete = entry.actor.ask(MessagesAfter(seq))
+            except ActorError:
+                return [], resume.UNAVAILABLE
+            if not complete:
+                return [], resume.TOO_OLD
+            replay.extend(newer)
+            if len(replay) > max_replay:
+                return [], resume.TOO_MANY
+        replay.sort(key=lambda m: m.seq)
+        return replay, None
 
     def _stamp(self) -> str:
         self._last_created = max(time.time_ns(), self._last_created + 1)

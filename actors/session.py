@@ -70,13 +70,16 @@ class SessionActor(Actor):
         max_outbox: frames that may wait before the client counts as too slow.
         ping_interval: seconds between protocol pings.
         ping_timeout: seconds a ping may go unanswered before the peer counts as gone.
+        positions: a `?v=2` connection: each message goes out with its position.
     """
 
     kind = "session"
 
     def __init__(self, name: str, transport: Transport, username: str, max_outbox: int,
-                 ping_interval: float = 25.0, ping_timeout: float = 20.0):
+                 ping_interval: float = 25.0, ping_timeout: float = 20.0,
+                 positions: bool = False):
         super().__init__(name, mailbox_limit=max_outbox)
+        self._positions = positions
         self.username = username
         self._transport = transport
         self._broken = False
@@ -98,6 +101,8 @@ class SessionActor(Actor):
                 tick = True
             else:
                 frames.append(queued)
+        if self._positions:
+            frames = [frame.v2 for frame in frames]
         if not self._broken:
             try:
                 self._transport.send(frames)

@@ -20,6 +20,7 @@ from actors.hub import Join, Leave
 from actors.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame,
                             parse_frame)
 from actors.registry import Post
+from actors.resume import Resume
 from actors.session import SessionActor
 from app.limits import FloodGuard
 from app.metrics import FLOOD
@@ -46,6 +47,12 @@ def username_from_query(query: str, max_length: int) -> str:
 def opted_in(query: str) -> bool:
     """`?v=2` asks for extension frames (errors for dropped messages)."""
     return (parse_qs(query).get("v") or [""])[0] == "2"
+
+
+def since_from_query(query: str) -> str | None:
+    """`?v=2&since=<position>`: where to resume from ("" for just the current position)."""
+    values = parse_qs(query, keep_blank_values=True).get("since")
+    return values[0].strip() if values else None
 
 
 @bp.before_app_request
@@ -106,8 +113,13 @@ def serve(transport, username: str, query: str) -> None:
     flood = FloodGuard(config.max_messages_per_second, config.max_flood_seconds)
     name = f"session:{next(_session_numbers)}"
     session = SessionActor(name, transport, username, config.max_outbox_messages,
-                           config.ping_interval_seconds, config.ping_timeout_seconds).start()
-    chat.hub.tell(Join(session))
+                           config.ping_interval_seconds, config.ping_timeout_seconds,
+                           positions=extensions).start()
+    since = since_from_query(query) if extensions else None
+    if since is None:
+        chat.hub.tell(Join(session))
+    else:  # the sequencer replays, then joins the session to the hub (actors/resume.py)
+        chat.registry.tell(Resume(session, since, config.max_outbox_messages - 1))
     metrics.connections.inc()
     remote = request.remote_addr
     log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
