@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from actors import resume
-from actors.actor import Actor, ActorError, ActorRef, MailboxFull
+from actors.actor import Actor, ActorError, ActorRef
 from actors.message import Draft, Message, encode_list, format_created
-from actors.hub import Deliver, Join
+from actors.hub import Deliver
 from actors.room import Append, MessagesAfter, RoomActor
-from actors.session import SLOW_CONSUMER
 from actors.supervisor import Supervisor
 
 log = logging.getLogger("nane.registry")
@@ -160,19 +159,8 @@ class RegistryActor(Actor):
 
     def _resume(self, session: ActorRef, since: str, max_replay: int) -> None:
         """Replay what came after `since` into the session's outbox, then join it to the hub."""
-        now = f"{self.run}{resume.SEPARATOR}{self._seq}"
         replay, gone = self._replay(since, max_replay) if since else ([], None)
-        frames = ([resume.gone_frame(gone, now)] if gone else
-                  [m.v2 for m in replay] + [resume.seam_frame(now, len(replay))])
-        try:
-            for frame in frames:
-                session.tell(frame)
-        except MailboxFull:
-            session.kill(SLOW_CONSUMER)
-            return
-        except ActorError:  # the client is gone already
-            return
-        self._hub.tell(Join(session))
+        resume.answer(session, self._hub, replay, gone, f"{self.run}{resume.SEPARATOR}{self._seq}")
 
     def _replay(self, since: str, max_replay: int) -> tuple[list[Message], str | None]:
         """Every message after `since` in order, or why they cannot all be given."""

@@ -29,8 +29,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterable
 
-from actors.actor import ActorRef
+from actors.actor import ActorError, ActorRef, MailboxFull
+from actors.hub import Join
 from actors.message import Frame, Message
+from actors.session import SLOW_CONSUMER
 
 SEPARATOR = ":"
 
@@ -87,6 +89,26 @@ def gone_frame(reason: str, position: str) -> Frame:
     """Instead of a replay: the client must reload; the live stream goes on from `position`."""
     return Frame(json.dumps({"gone": reason, "pos": position}, ensure_ascii=False,
                             separators=(",", ":")).encode())
+
+
+def answer(session: ActorRef, hub: ActorRef, replay: list[Message], gone: str | None,
+           now: str) -> None:
+    """Put the replay and the seam (or the `gone` frame) in the outbox, then join the hub.
+
+    Only the sequencer calls this, between two messages it hands to the hub:
+    that is what makes the seam exact.
+    """
+    frames = ([gone_frame(gone, now)] if gone else
+              [message.v2 for message in replay] + [seam_frame(now, len(replay))])
+    try:
+        for frame in frames:
+            session.tell(frame)
+    except MailboxFull:
+        session.kill(SLOW_CONSUMER)
+        return
+    except ActorError:  # the client is gone already
+        return
+    hub.tell(Join(session))
 
 
 def messages_after(history: Iterable[Message], seq: int, dropped: bool) -> tuple[list[Message], bool]:

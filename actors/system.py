@@ -48,8 +48,8 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
     their peers on them); `observe_fan_out` receives each message's fan-out time.
     With `redis_url` the rooms are the ones every process on that Redis shares:
-    the registry is the shared one, and a listener delivers what Redis
-    publishes. Start waits (boundedly) for the first subscription, so a
+    the registry is the shared one, and a listener delivers what the Redis
+    stream holds. Start waits (boundedly) for the first read, so a
     process that answers HTTP is normally ready to take posts.
     """
     supervisor = Supervisor("chat")
@@ -61,8 +61,9 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
         from actors.store import RedisStore
 
         store = RedisStore(redis_url, max_messages_in_room, max_rooms)
-        registry = SharedRegistryActor(store, max_rooms).start(supervisor)
-        listener = Listener(store, hub).start()
+        listener = Listener(store, hub)
+        registry = SharedRegistryActor(store, max_rooms, listener.resume).start(supervisor)
+        listener.start()
         listener.wait_subscribed(FIRST_SUBSCRIBE_TIMEOUT)
     else:
         registry = RegistryActor(hub, max_rooms, max_messages_in_room).start(supervisor)
