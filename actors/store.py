@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ HEALTH_CHECK_SECONDS = 5  # an idle reader pings Redis this often, to notice a d
 STREAM_MESSAGES = 10_000  # the stream keeps about this many: how far back a client can resume
 READ_BLOCK_MS = 200  # a read waits this long for new messages; resumes are served in between
 READ_BATCH = 1000  # messages taken per read
-READER_NAME = "nane-stream-reader"  # CLIENT LIST shows the reader's connection by this name
+READER_NAME = "nane-stream-reader"  # CLIENT LIST shows the reader's connection as this-<pid>
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 POST_SCRIPT = (Path(__file__).with_name("store_post.lua")).read_text()
 ROOMS_SCRIPT = (Path(__file__).with_name("store_rooms.lua")).read_text()
@@ -126,7 +127,8 @@ class RedisStore:
         self._redis = redis.Redis.from_url(url, socket_timeout=COMMAND_TIMEOUT, **options)
         self._reader = redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_SECONDS,
                                             socket_timeout=HEALTH_CHECK_SECONDS * 2,
-                                            client_name=READER_NAME, **options)
+                                            client_name=f"{READER_NAME}-{os.getpid()}",
+                                            **options)
         self.link = Link(redact(url))
         self._post_sha = self._rooms_sha = ""
         self._keys = (prefix + "rooms", prefix + "activity")
