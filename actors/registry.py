@@ -174,6 +174,8 @@ class RegistryActor(Actor):
             return [], resume.NOT_A_POSITION
         if seq < self._forgotten_through:
             return [], resume.TOO_OLD
+        if self._seq - seq > max_replay:  # every message after it is one to replay
+            return [], resume.TOO_MANY
         replay: list[Message] = []
         for entry in self._rooms.values():
             if entry.seq <= seq:

@@ -2,6 +2,12 @@
 
     python bench/redis_scale.py            # about a minute; prints one table
     python bench/redis_scale.py --quick    # a smaller run, for a smoke test
+    python bench/redis_scale.py --source /tmp/old   # the servers from another tree
+
+`--source` runs the nane servers from another checkout (the clients stay the
+same), which is how the Redis stream channel was compared with the pub/sub
+channel it replaced: `git archive <commit> | tar -x -C /tmp/old`, then one run
+with each tree.
 
 Every scenario gets fresh processes: a private `redis-server` on a free
 loopback port (persistence off) and `python -m app` servers on free ports,
@@ -72,7 +78,8 @@ def start_redis(log_dir: Path) -> tuple[subprocess.Popen, str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def start_server(log_dir: Path, redis_url: str | None) -> tuple[subprocess.Popen, int]:
+def start_server(log_dir: Path, redis_url: str | None,
+                 source: Path = ROOT) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NANE_") and k != "REDIS_URL"}
     env.update(NANE_MAX_MESSAGES_PER_SECOND="1000000", NANE_MAX_FLOOD_SECONDS="1000000",
@@ -81,7 +88,7 @@ def start_server(log_dir: Path, redis_url: str | None) -> tuple[subprocess.Popen
         env["NANE_REDIS_URL"] = redis_url
     with open(log_dir / f"nane-{port}.log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "app", "--addr", f"127.0.0.1:{port}"],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                   cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -228,7 +235,7 @@ def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
             started.append(redis)
         ports = []
         for _ in range(processes):
-            process, port = start_server(log_dir, url)
+            process, port = start_server(log_dir, url, args.source)
             started.append(process)
             ports.append(port)
         clients = Clients(ports, args.clients, probes_per_process=2)
@@ -283,6 +290,8 @@ def main() -> int:
     cli.add_argument("--messages", type=int, default=2000, help="messages in the throughput phase")
     cli.add_argument("--probes", type=int, default=200, help="stamped messages, one per 10 ms")
     cli.add_argument("--quick", action="store_true", help="30 clients, 300 messages, 50 probes")
+    cli.add_argument("--source", type=Path, default=ROOT,
+                     help="run the servers from this source tree (default: this one)")
     args = cli.parse_args()
     if args.quick:
         args.clients, args.messages, args.probes = 30, 300, 50
@@ -290,6 +299,7 @@ def main() -> int:
         print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
         return 2
     log_dir = Path(tempfile.mkdtemp(prefix="nane-bench-"))
+    print(f"servers from {args.source}")
     print(f"{args.clients} clients ({args.senders} posting), {args.messages} messages, "
           f"{args.probes} latency probes; {os.cpu_count()} CPUs; logs in {log_dir}")
     print(f"{'scenario':<22}{'delivered msg/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}")
