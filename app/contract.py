@@ -249,7 +249,8 @@ def asyncapi() -> dict:
                 "required, slow consumer (outbox full) or too many messages (a flood); 1009 "
                 "message larger than max_frame_bytes; 1011 ping timeout (the client did not "
                 "answer a protocol ping within ping_timeout_seconds); 1013 server full (only "
-                "where the run mode upgrades before the app can answer 503)."),
+                "where the run mode upgrades before the app can answer 503), or too busy to "
+                "take a resume (`since`): try again later."),
         },
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "127.0.0.1:8022", "protocol": "ws"}},

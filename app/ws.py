@@ -21,13 +21,15 @@ from actors.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, e
                             parse_frame)
 from actors.registry import Post
 from actors.resume import Resume
-from actors.session import SessionActor
+from actors.session import Disconnect, SessionActor
 from app.limits import FloodGuard
 from app.metrics import FLOOD
 from app.ops import Connections
 from app.transport import Binary, GeventWebSocketTransport, SimpleWebSocketTransport
 
 log = logging.getLogger("nane.ws")
+
+TRY_LATER = Disconnect(1013, "server busy, try again later")
 
 bp = Blueprint("ws", __name__)
 sock = Sock()
@@ -119,7 +121,10 @@ def serve(transport, username: str, query: str) -> None:
     if since is None:
         chat.hub.tell(Join(session))
     else:  # the sequencer replays, then joins the session to the hub (actors/resume.py)
-        chat.registry.tell(Resume(session, since, config.max_outbox_messages - 1))
+        try:
+            chat.registry.tell(Resume(session, since, config.max_outbox_messages - 1))
+        except (MailboxFull, ActorStopped):
+            session.stop(TRY_LATER)
     metrics.connections.inc()
     remote = request.remote_addr
     log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
