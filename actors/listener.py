@@ -132,15 +132,18 @@ class Listener:
 
     def _serve_resumes(self) -> None:
         waiting = []
-        while self._resumes:
-            request, deadline = self._resumes.popleft()
-            answer = self._replay(request, deadline)
-            if answer is None:
-                waiting.append((request, deadline))
-                continue
-            replay, gone = answer
-            resume.answer(request.session, self._hub, replay, gone, self.position)
-        self._resumes.extend(waiting)
+        try:
+            while self._resumes:
+                request, deadline = self._resumes[0]
+                answer = self._replay(request, deadline)  # may raise: the request stays queued
+                self._resumes.popleft()
+                if answer is None:
+                    waiting.append((request, deadline))
+                    continue
+                replay, gone = answer
+                resume.answer(request.session, self._hub, replay, gone, self.position)
+        finally:
+            self._resumes.extend(waiting)
 
     def _replay(self, request: resume.Resume, deadline: float):
         """(messages, None) or ([], why not); None: not yet, this process is behind the position."""
