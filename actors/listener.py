@@ -67,6 +67,8 @@ class Listener:
         self._resumes: deque[tuple[resume.Resume, float]] = deque()  # bounded by connections
         self.run: str | None = None  # the Redis data set's run id
         self._last_id = "0-0"  # the last stream id handed to the hub
+        self._last_count = 0  # its activity count (0: none read yet)
+        self.missed = 0  # messages trimmed from the stream before this process read them
         self.received = 0
         self.reconnects = 0
 
@@ -115,7 +117,7 @@ class Listener:
             self._last_id = self._store.last_id()
         elif run != self.run:  # Redis lost its data: all of the new stream is new
             log.warning("event=redis_data_lost old_run=%s new_run=%s", self.run, run)
-            self._last_id = "0-0"
+            self._last_id, self._last_count = "0-0", 0
         self.run = run
         self._store.connected()
         self._subscribed.set()
@@ -123,12 +125,25 @@ class Listener:
     def _read_forever(self) -> None:
         hub = self._hub
         while True:
-            for id, raw in self._store.read(self._last_id):
+            for id, raw, count in self._store.read(self._last_id):
+                if self._last_count and count > self._last_count + 1:
+                    self._missed(count - self._last_count - 1)
+                self._last_count = count
                 self.received += 1
                 hub.tell(Deliver(Message.from_json(raw, f"{self.run}{resume.SEPARATOR}{id}")))
                 self._last_id = id
             if self._resumes:
                 self._serve_resumes()
+
+    def _missed(self, missed: int) -> None:
+        """This process fell further behind than the stream keeps: say so, loudly, once per gap.
+
+        Its clients did not get those messages; a `?v=2` client resuming from
+        before them is told `gone` (its position is no longer in the stream).
+        """
+        self.missed += missed
+        log.error("event=stream_gap missed=%d after=%s (raise redis_stream_messages)",
+                  missed, self._last_id)
 
     def _serve_resumes(self) -> None:
         waiting = []

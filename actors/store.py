@@ -13,8 +13,9 @@ What Redis holds, under the key prefix (`nane:`):
     activity          string the counter
     room:<folded>     hash   name (first spelling, JSON), sec/ns (last created), json (room object)
     history:<folded>  list   the last `max_messages_in_room` messages, oldest first, as JSON
-    stream            stream every accepted message (field `m`), in the order it was stored;
-                             about the last `STREAM_MESSAGES` are kept
+    stream            stream every accepted message (field `m`; `n` its activity count),
+                             in the order it was stored;
+                             about the last `stream_messages` are kept
     run               string names this data set: a Redis that restarted empty gets a
                              new one, so positions from before are recognised as gone
 
@@ -154,12 +155,17 @@ class RedisStore:
         except redis.ResponseError:  # no such key: nothing was ever posted
             return "0-0"
 
-    def read(self, after: str) -> list[tuple[str, bytes]]:
-        """The messages after stream id `after`, oldest first; waits up to READ_BLOCK_MS for some."""
+    def read(self, after: str) -> list[tuple[str, bytes, int]]:
+        """(stream id, message, count) after stream id `after`, oldest first.
+
+        Waits up to READ_BLOCK_MS for some. `count` goes up by one per message
+        posted, so a reader sees when the stream was trimmed past what it read.
+        """
         answer = self._reader.xread({self.stream: after}, count=READ_BATCH, block=READ_BLOCK_MS)
         if not answer:
             return []
-        return [(id.decode(), fields[b"m"]) for id, fields in answer[0][1]]
+        return [(id.decode(), fields[b"m"], int(fields.get(b"n", 0)))
+                for id, fields in answer[0][1]]
 
     def replay(self, since: str, upto: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
         """The messages after `since` up to `upto` (at most `limit` + 1), and whether all are kept.

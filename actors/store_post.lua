@@ -12,7 +12,7 @@
 --
 -- KEYS: 1 the room index (zset: folded name -> last activity), 2 the activity
 --       counter, 3 the room (hash: name, sec, ns, json), 4 its history (list),
---       5 the message stream (field `m`: the message JSON)
+--       5 the message stream (field `m`: the message JSON; `n`: the activity count)
 -- ARGV: 1 folded name, 2 room spelling as a JSON string, 3 username, 4 text,
 --       5 id ("" when none; 2..5 already JSON-encoded), 6 max messages per room,
 --       7 max rooms, 8 messages the stream keeps (at least), 9 key prefix
@@ -77,8 +77,9 @@ end
 
 redis.call('HSET', room, 'name', name, 'sec', string.format('%d', sec),
   'ns', string.format('%d', ns), 'json', '{"name":' .. name .. ',"last_message":' .. summary .. '}')
-redis.call('ZADD', rooms, redis.call('INCR', activity), fold)
+local count = redis.call('INCR', activity)  -- one more per message: readers see a gap by it
+redis.call('ZADD', rooms, count, fold)
 redis.call('RPUSH', history, message)
 redis.call('LTRIM', history, -max_messages, -1)
-redis.call('XADD', stream, 'MAXLEN', '~', stream_length, '*', 'm', message)
+redis.call('XADD', stream, 'MAXLEN', '~', stream_length, '*', 'm', message, 'n', count)
 return created

@@ -42,14 +42,15 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
                kozma_first_delay: float = 5.0, kozma_max_pause: float = 60.0,
                keepalive_tick: float | None = None,
                observe_fan_out: Callable[[float], None] | None = None,
-               redis_url: str = "") -> Chat:
+               redis_url: str = "", redis_stream_messages: int | None = None) -> Chat:
     """Start the hub, the registry and (optionally) the bot under one supervisor.
 
     `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
     their peers on them); `observe_fan_out` receives each message's fan-out time.
     With `redis_url` the rooms are the ones every process on that Redis shares:
     the registry is the shared one, and a listener delivers what the Redis
-    stream holds. Start waits (boundedly) for the first read, so a
+    stream holds (about its last `redis_stream_messages`, which is how far
+    back a `?v=2` client can resume). Start waits (boundedly) for the first read, so a
     process that answers HTTP is normally ready to take posts.
     """
     supervisor = Supervisor("chat")
@@ -58,9 +59,10 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     if redis_url:
         from actors.listener import Listener
         from actors.shared import SharedRegistryActor
-        from actors.store import RedisStore
+        from actors.store import STREAM_MESSAGES, RedisStore
 
-        store = RedisStore(redis_url, max_messages_in_room, max_rooms)
+        store = RedisStore(redis_url, max_messages_in_room, max_rooms,
+                           stream_messages=redis_stream_messages or STREAM_MESSAGES)
         listener = Listener(store, hub)
         registry = SharedRegistryActor(store, max_rooms, listener.resume).start(supervisor)
         listener.start()

@@ -30,7 +30,8 @@ def create_app(config: Config | None = None) -> Flask:
         kozma_max_pause=config.kozma_max_pause,
         keepalive_tick=max(0.25, min(config.ping_interval_seconds,
                                      config.ping_timeout_seconds) / 4),
-        observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url)
+        observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url,
+        redis_stream_messages=config.redis_stream_messages)
     metrics.watch(app.extensions["nane"], connections)
     if app.extensions["nane"].store is not None:  # /readyz asks Redis too
         app.extensions["nane_ready_checks"] = {"redis": app.extensions["nane"].store.ping}

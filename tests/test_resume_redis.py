@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import time
 
 import redis
@@ -97,3 +99,47 @@ def test_positions_on_redis_name_the_redis_data_set(shared):  # noqa: F811
     reader = a.connect("reader", query="v=2&since=")
     start = receive(reader, RECEIVE_TIMEOUT)
     assert start["replayed"] == 0 and start["pos"].startswith("r")
+
+
+def test_a_position_older_than_the_stream_keeps_is_gone_end_to_end(shared):  # noqa: F811
+    a, b = (shared(max_messages_per_second=FAST, redis_stream_messages=150) for _ in range(2))
+    first = a.connect("reader", query="v=2&since=")
+    since = receive(first)["pos"]
+    first.close()
+    poster = b.connect("poster", query="v=2")
+    echoes: list[dict] = []
+    for batch in range(12):  # well past the stream's 150 (trimmed in whole nodes of 100)
+        for i in range(50):
+            send(poster, room="r", text=f"m{batch * 50 + i}")
+        read_messages(poster, (batch + 1) * 50, echoes)  # paced: every reader keeps up
+    for server in (a, b):
+        again = server.connect("reader", query="v=2&since=" + since)
+        gone = receive(again)  # its `pos` is where that process has read to: maybe not m599 yet
+        assert gone["gone"] == resume.TOO_OLD and gone["pos"].split(":")[0] == since.split(":")[0]
+        recent = server.connect("reader", query="v=2&since=" + echoes[-2]["pos"])
+        assert receive(recent)["text"] == "m599"
+        assert receive(recent) == {"pos": echoes[-1]["pos"], "replayed": 1}
+    assert "event=stream_gap" not in a.log() + b.log()
+
+
+def test_a_process_that_fell_behind_the_stream_says_what_it_missed(shared):  # noqa: F811
+    a, b = (shared(max_messages_per_second=FAST, redis_stream_messages=100) for _ in range(2))
+    watcher = a.connect("watcher", query="v=2&since=")
+    assert receive(watcher)["replayed"] == 0
+    poster = b.connect("poster", query="v=2")
+    echoes: list[dict] = []
+    a.process.send_signal(signal.SIGSTOP)  # a stalls (a long GC pause, a swapped-out VM)
+    try:
+        for batch in range(6):
+            for i in range(50):
+                send(poster, room="r", text=f"m{batch * 50 + i}")
+            read_messages(poster, (batch + 1) * 50, echoes)
+    finally:
+        a.process.send_signal(signal.SIGCONT)
+    got: list[dict] = []
+    read_messages(watcher, 1, got)  # a goes on with what the stream still has, in order
+    while got[-1]["text"] != "m299":
+        read_messages(watcher, len(got) + 1, got)
+    texts = [int(m["text"][1:]) for m in got]
+    assert texts == sorted(texts) and len(texts) < 300  # some were trimmed before a read them
+    assert re.search(r"event=stream_gap missed=\d+", a.log())
