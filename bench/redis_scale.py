@@ -19,7 +19,10 @@ Two figures per scenario:
   is (messages x clients) / (time from the first send until every client has
   every message);
 - fan-out latency: one message every 10 ms at light load, stamped with the
-  send time; p50/p99 of (receive time - send time) over every receiver.
+  send time; p50/p99 of (receive time - send time) over every receiver;
+- with Redis, the post script's CPU time inside Redis per call (`INFO
+  commandstats`, `usec_per_call` of EVALSHA): what storing and handing on a
+  message costs Redis itself, less disturbed by a busy machine than the rest.
 
 Bounded: message counts are fixed, every wait has a deadline, and a scenario
 that misses it reports what it counted. Self-contained (raw-socket clients,
@@ -226,6 +229,17 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
+def post_script_microseconds(url: str) -> float:
+    """Redis's own CPU time per post script call (INFO commandstats): the channel's cost in Redis."""
+    stats = subprocess.run(["redis-cli", "-u", url, "INFO", "commandstats"], capture_output=True,
+                           text=True, timeout=10).stdout
+    for line in stats.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            fields = dict(part.split("=") for part in line.split(":", 1)[1].split(","))
+            return float(fields["usec_per_call"])
+    return 0.0
+
+
 def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
     started: list[subprocess.Popen] = []
     try:
@@ -268,11 +282,13 @@ def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
             clients.wait_for(expected, DEADLINE)
             latencies = [ns / 1e6 for c in clients.all if c.probe for ns in c.latencies]
             lost = sum(max(0, expected - c.count) for c in clients.all)
+            script_us = post_script_microseconds(url) if use_redis else 0.0
         finally:
             clients.close()
         return {"processes": processes, "redis": use_redis, "complete": complete,
                 "seconds": seconds, "rate": rate, "lost": lost,
-                "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+                "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+                "script_us": script_us}
     finally:
         for process in reversed(started):
             process.terminate()
@@ -302,7 +318,8 @@ def main() -> int:
     print(f"servers from {args.source}")
     print(f"{args.clients} clients ({args.senders} posting), {args.messages} messages, "
           f"{args.probes} latency probes; {os.cpu_count()} CPUs; logs in {log_dir}")
-    print(f"{'scenario':<22}{'delivered msg/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}")
+    print(f"{'scenario':<22}{'delivered msg/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}"
+          f"{'script us':>11}")
     failed = False
     for processes, use_redis in [(1, False), (1, True), (2, True), (3, True)]:
         result = run(processes, use_redis, args, log_dir)
@@ -311,7 +328,7 @@ def main() -> int:
             "Redis" if use_redis else "in-memory")
         flag = "" if result["complete"] else "  (deadline hit)"
         print(f"{name:<22}{result['rate']:>16,.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
-              f"{result['lost']:>6}{flag}", flush=True)
+              f"{result['lost']:>6}{result['script_us']:>11.1f}{flag}", flush=True)
     if failed:  # loss or a stalled run fails; timings never do
         print("FAILED: messages lost or a run did not complete", file=sys.stderr)
         return 1
