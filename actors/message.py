@@ -45,6 +45,11 @@ class Frame:
     def __repr__(self) -> str:
         return f"Frame({self.json[:80]!r})"
 
+    @property
+    def v2(self) -> "Frame":
+        """This frame as a `?v=2` connection gets it (the same, but for a message's `pos`)."""
+        return self
+
 
 PONG = Frame(b'{"pong":true}')
 
@@ -174,9 +179,11 @@ class Message(Frame):
     room's `last_message`.
     """
 
-    __slots__ = ("room", "created", "username", "text", "id", "_summary")
+    __slots__ = ("room", "created", "username", "text", "id", "_summary", "seq", "position",
+                 "previous_seq", "_v2")
 
-    def __init__(self, room: str, created: str, username: str, text: str, id: str | None):
+    def __init__(self, room: str, created: str, username: str, text: str, id: str | None,
+                 seq: int = 0, position: str | None = None):
         self.room = room
         self.created = created
         self.username = username
@@ -184,6 +191,10 @@ class Message(Frame):
         self.id = id
         super().__init__(_encode(self.as_dict()))
         self._summary: bytes | None = None
+        self.seq = seq  # the place in the one order (actors/resume.py)
+        self.position = position
+        self.previous_seq = 0  # the seq of the room's message before this one
+        self._v2: Frame | None = None
 
     def as_dict(self, with_id: bool = True) -> dict:
         message = {"room": self.room, "created": self.created,
@@ -203,8 +214,17 @@ class Message(Frame):
             self._summary = _encode(self.as_dict(with_id=False))
         return self._summary
 
+    @property
+    def v2(self) -> Frame:
+        """The `?v=2` frame: these bytes plus the message's `pos`, built once for all receivers."""
+        if self.position is None:
+            return self
+        if self._v2 is None:
+            self._v2 = Frame(self.json[:-1] + b',"pos":' + _encode(self.position) + b"}")
+        return self._v2
+
     @classmethod
-    def from_json(cls, raw: bytes) -> "Message":
+    def from_json(cls, raw: bytes, position: str | None = None) -> "Message":
         """A message another process encoded (the Redis path), keeping its bytes as they came."""
         data = json.loads(raw)
         message = cls.__new__(cls)
@@ -213,6 +233,7 @@ class Message(Frame):
         message.id = data.get("id")
         Frame.__init__(message, bytes(raw))
         message._summary = None
+        message.seq, message.position, message.previous_seq, message._v2 = 0, position, 0, None
         return message
 
 

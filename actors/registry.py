@@ -9,10 +9,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import ClassVar
 
-from actors.actor import Actor, ActorRef
+from actors import resume
+from actors.actor import Actor, ActorError, ActorRef
 from actors.message import Draft, Message, encode_list, format_created
 from actors.hub import Deliver
-from actors.room import Append, Forget, RoomActor
+from actors.room import Append, Forget, MessagesAfter, RoomActor
 from actors.supervisor import Supervisor
 
 log = logging.getLogger("nane.registry")
@@ -63,7 +64,7 @@ class Room:
 
 
 class _Entry:
-    __slots__ = ("name", "actor", "last_message", "json", "sizes", "bytes")
+    __slots__ = ("name", "actor", "last_message", "json", "sizes", "bytes", "seq")
 
     def __init__(self, name: str, actor: ActorRef):
         self.name = name
@@ -72,6 +73,7 @@ class _Entry:
         self.json = b""
         self.sizes: deque[int] = deque()  # the room's messages' sizes, oldest first
         self.bytes = 0
+        self.seq = 0  # of its last message
 
 
 class RegistryActor(Actor):
@@ -88,6 +90,11 @@ class RegistryActor(Actor):
     by its JSON): the registry mirrors the size of every message each room
     holds, and past the budget it forgets the least recently active rooms,
     then the oldest messages of the room just written to (never its newest).
+
+    Being the sequencer, it also numbers messages (their positions, see
+    actors/resume.py) and serves `Resume`: the replay goes into the session's
+    outbox and the `Join` to the hub, between two posts, so the live stream
+    starts right after the last replayed message.
 
     Args:
         hub: the fan-out to every connection.
@@ -109,6 +116,9 @@ class RegistryActor(Actor):
         self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
         self._rooms_body: bytes | None = None
         self._last_created = 0
+        self.run = resume.new_run("m")
+        self._seq = 0  # the last message's place in the one order
+        self._forgotten_through = 0  # the newest message of any forgotten room
         self._supervisor = Supervisor("rooms")
         self.forgotten = 0
         self.forgotten_messages = 0
@@ -117,6 +127,8 @@ class RegistryActor(Actor):
         match message:
             case Post(draft, username, _):
                 self._post(draft, username)
+            case resume.Resume(session, since, max_replay):
+                self._resume(session, since, max_replay)
             case ListRooms():
                 if self._rooms_body is None:
                     self._rooms_body = encode_list([e.json for e in reversed(self._rooms.values())])
@@ -136,8 +148,11 @@ class RegistryActor(Actor):
             entry = self._create(key, draft.room)
         else:
             self._rooms.move_to_end(key)
-        posted = Message(entry.name, self._stamp(), username, draft.text, draft.id)
-        entry.last_message = posted
+        self._seq += 1
+        posted = Message(entry.name, self._stamp(), username, draft.text, draft.id,
+                         self._seq, f"{self.run}{resume.SEPARATOR}{self._seq}")
+        posted.previous_seq = entry.seq
+        entry.last_message, entry.seq = posted, self._seq
         entry.json = room_json(entry.name, posted)
         self._rooms_body = None
         entry.actor.tell(Append(posted))
@@ -178,6 +193,7 @@ class RegistryActor(Actor):
         del self._rooms[fold(entry.name)]
         self.history_bytes -= entry.bytes
         entry.actor.stop()
+        self._forgotten_through = max(self._forgotten_through, entry.seq)
         self._rooms_body = None
         self.forgotten += 1
         log.info("event=room_forgotten room=%r rooms=%d why=%s", entry.name, len(self._rooms),
@@ -189,6 +205,41 @@ class RegistryActor(Actor):
         room = RoomActor(name, self._max_messages).start(self._supervisor)
         entry = self._rooms[key] = _Entry(name, room)
         return entry
+
+    def _resume(self, session: ActorRef, since: str, max_replay: int) -> None:
+        """Replay what came after `since` into the session's outbox, then join it to the hub."""
+        replay, gone = self._replay(since, max_replay) if since else ([], None)
+        resume.answer(session, self._hub, replay, gone, f"{self.run}{resume.SEPARATOR}{self._seq}")
+
+    def _replay(self, since: str, max_replay: int) -> tuple[list[Message], str | None]:
+        """Every message after `since` in order, or why they cannot all be given."""
+        position = resume.parse(since)
+        if position is None or not position.offset.isdigit():
+            return [], resume.NOT_A_POSITION
+        if position.run != self.run:
+            return [], resume.OTHER_RUN
+        seq = int(position.offset)
+        if seq > self._seq:
+            return [], resume.NOT_A_POSITION
+        if seq < self._forgotten_through:
+            return [], resume.TOO_OLD
+        if self._seq - seq > max_replay:  # every message after it is one to replay
+            return [], resume.TOO_MANY
+        replay: list[Message] = []
+        for entry in self._rooms.values():
+            if entry.seq <= seq:
+                continue
+            try:  # the room has had every Append we sent it: its answer is up to date
+                newer, complete = entry.actor.ask(MessagesAfter(seq))
+            except ActorError:
+                return [], resume.UNAVAILABLE
+            if not complete:
+                return [], resume.TOO_OLD
+            replay.extend(newer)
+            if len(replay) > max_replay:
+                return [], resume.TOO_MANY
+        replay.sort(key=lambda m: m.seq)
+        return replay, None
 
     def _stamp(self) -> str:
         self._last_created = max(time.time_ns(), self._last_created + 1)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from actors.actor import Actor
 from actors.message import Message, encode_list
+from actors.resume import messages_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,13 @@ class Forget:
 @dataclass(frozen=True, slots=True)
 class GetHistory:
     """Ask: the `/history` body, oldest message first, as JSON bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesAfter:
+    """Ask: (the messages after `seq`, oldest first; whether the room still holds all of them)."""
+
+    seq: int
 
 
 class RoomActor(Actor):
@@ -51,12 +59,14 @@ class RoomActor(Actor):
         self.room = name
         self._history: deque[Message] = deque(maxlen=max_messages)
         self._history_body: bytes | None = None  # cached until the next message
+        self._appended = 0  # more than len(history): the room has let messages go
 
     def receive(self, message):
         match message:
             case Append(posted):
                 self._history.append(posted)
                 self._history_body = None
+                self._appended += 1
             case Forget(count):
                 for _ in range(min(count, len(self._history))):
                     self._history.popleft()
@@ -65,6 +75,8 @@ class RoomActor(Actor):
                 if self._history_body is None:
                     self._history_body = encode_list([m.json for m in self._history])
                 return self._history_body
+            case MessagesAfter(seq):
+                return messages_after(self._history, seq, self._appended > len(self._history))
             case _:
                 raise TypeError(f"room cannot handle {message!r}")
 

@@ -72,17 +72,20 @@ class SessionActor(Actor):
         max_outbox_bytes: bytes of frames that may wait, likewise (None: no byte budget).
         ping_interval: seconds between protocol pings.
         ping_timeout: seconds a ping may go unanswered before the peer counts as gone.
+        positions: a `?v=2` connection: each message goes out with its position.
     """
 
     __slots__ = ("username", "_transport", "_broken", "_ping_interval", "_ping_timeout",
-                 "_next_ping", "_awaiting_pong_since", "closed_with", "sent", "writes")
+                 "_next_ping", "_awaiting_pong_since", "closed_with", "sent", "writes",
+                 "_positions")
 
     kind = "session"
 
     def __init__(self, name: str, transport: Transport, username: str, max_outbox: int,
                  ping_interval: float = 25.0, ping_timeout: float = 20.0,
-                 max_outbox_bytes: int | None = None):
+                 max_outbox_bytes: int | None = None, positions: bool = False):
         super().__init__(name, mailbox_limit=max_outbox, mailbox_bytes=max_outbox_bytes)
+        self._positions = positions
         self.username = username
         self._transport = transport
         self._broken = False
@@ -108,6 +111,8 @@ class SessionActor(Actor):
                 tick = True
             else:
                 frames.append(queued)
+        if self._positions:
+            frames = [frame.v2 for frame in frames]
         if not self._broken:
             try:
                 self._transport.send(frames)

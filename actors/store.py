@@ -2,10 +2,10 @@
 
 With `redis_url` configured, the room actors keep nothing of their own: a
 room's history, its first spelling, its last message and the room index live
-in Redis, and every accepted message is published on one channel that every
-process subscribes to (see `actors/listener.py`). One Lua script
-(`store_post.lua`) stamps, stores, indexes and publishes a message as one
-atomic step, so history and delivery can never disagree.
+in Redis, and every accepted message is appended to one stream that every
+process reads (see `actors/listener.py`). One Lua script (`store_post.lua`)
+stamps, stores, indexes and appends a message as one atomic step, so history
+and delivery can never disagree.
 
 What Redis holds, under the key prefix (`nane:`):
 
@@ -13,9 +13,13 @@ What Redis holds, under the key prefix (`nane:`):
     activity          string the counter
     room:<folded>     hash   name (first spelling, JSON), sec/ns (last created), json (room object)
     history:<folded>  list   the last `max_messages_in_room` messages, oldest first, as JSON
-    channel messages  pub/sub every accepted message, in the order it was stored
+    stream            stream every accepted message (field `m`; `n` its activity count),
+                             in the order it was stored;
+                             about the last `stream_messages` are kept
+    run               string names this data set: a Redis that restarted empty gets a
+                             new one, so positions from before are recognised as gone
 
-This process counts as connected to Redis exactly while its subscription is
+This process counts as connected to Redis exactly while its stream reader is
 live (`Link`): only then does it accept posts and answer reads, so a message
 it accepts is one its own clients will receive.
 """
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -34,13 +40,19 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from actors.message import Draft, encode_list
+from actors.resume import new_run
 
 log = logging.getLogger("nane.redis")
 
 PREFIX = "nane:"
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection to Redis
 COMMAND_TIMEOUT = 3.0  # seconds a command may take; below the actors' 5 s ask timeout
-HEALTH_CHECK_SECONDS = 5  # an idle subscription pings Redis this often, to notice a dead link
+HEALTH_CHECK_SECONDS = 5  # an idle reader pings Redis this often, to notice a dead link
+STREAM_MESSAGES = 10_000  # the stream keeps about this many: how far back a client can resume
+READ_BLOCK_MS = 200  # a read waits this long for new messages; resumes are served in between
+READ_BATCH = 1000  # messages taken per read
+READER_NAME = "nane-stream-reader"  # CLIENT LIST shows the reader's connection as this-<pid>
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 POST_SCRIPT = (Path(__file__).with_name("store_post.lua")).read_text()
 ROOMS_SCRIPT = (Path(__file__).with_name("store_rooms.lua")).read_text()
 
@@ -97,12 +109,16 @@ class RedisStore:
         url: `redis://` / `rediss://` / `unix://` URL.
         max_messages_in_room: each room's history length.
         max_rooms: rooms kept at once; a new room past it forgets the idlest.
-        prefix: put before every key and the channel name.
+        prefix: put before every key.
+        stream_messages: about how many messages the stream keeps for resuming clients.
     """
 
-    def __init__(self, url: str, max_messages_in_room: int, max_rooms: int, prefix: str = PREFIX):
+    def __init__(self, url: str, max_messages_in_room: int, max_rooms: int, prefix: str = PREFIX,
+                 stream_messages: int = STREAM_MESSAGES):
         self.prefix = prefix
-        self.channel = prefix + "messages"
+        self.stream = prefix + "stream"
+        self._run_key = prefix + "run"
+        self.stream_messages = stream_messages
         self.max_messages_in_room = max_messages_in_room
         self.max_rooms = max_rooms
         # No retries: a command that failed after it was sent may have run, and
@@ -110,42 +126,77 @@ class RedisStore:
         options = dict(retry=Retry(NoBackoff(), 0), socket_connect_timeout=CONNECT_TIMEOUT,
                        socket_keepalive=True)
         self._redis = redis.Redis.from_url(url, socket_timeout=COMMAND_TIMEOUT, **options)
-        self._subscriber = redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_SECONDS,
-                                                socket_timeout=HEALTH_CHECK_SECONDS * 2, **options)
+        self._reader = redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_SECONDS,
+                                            socket_timeout=HEALTH_CHECK_SECONDS * 2,
+                                            client_name=f"{READER_NAME}-{os.getpid()}",
+                                            **options)
         self.link = Link(redact(url))
         self._post_sha = self._rooms_sha = ""
         self._keys = (prefix + "rooms", prefix + "activity")
 
-    # -- the link, driven by the subscriber -----------------------------------
+    # -- the stream reader (the listener's), which also drives the link ----------
 
-    def subscribe(self) -> redis.client.PubSub:
-        """A new subscription to the message channel, confirmed by Redis.
+    def open_reader(self) -> str:
+        """Ready the reader: load the scripts, and answer this data set's run id.
 
         Raises:
             redis.RedisError, OSError: Redis cannot be reached.
         """
-        pubsub = self._subscriber.pubsub()
+        # scripts are lost when Redis restarts: load them before accepting posts
+        self._post_sha = self._reader.script_load(POST_SCRIPT)
+        self._rooms_sha = self._reader.script_load(ROOMS_SCRIPT)
+        self._reader.set(self._run_key, new_run("r"), nx=True)
+        return self._reader.get(self._run_key).decode()
+
+    def last_id(self) -> str:
+        """The id of the newest message in the stream ("0-0" when there is none yet)."""
         try:
-            pubsub.subscribe(self.channel)
-            confirmation = pubsub.get_message(timeout=COMMAND_TIMEOUT)
-            if not confirmation or confirmation["type"] != "subscribe":
-                raise redis.ConnectionError(f"no subscribe confirmation: {confirmation!r}")
-            # scripts are lost when Redis restarts: load them before accepting posts
-            self._post_sha = self._redis.script_load(POST_SCRIPT)
-            self._rooms_sha = self._redis.script_load(ROOMS_SCRIPT)
-        except BaseException:
-            pubsub.close()
-            raise
-        return pubsub
+            return self._reader.xinfo_stream(self.stream)["last-generated-id"].decode()
+        except redis.ResponseError:  # no such key: nothing was ever posted
+            return "0-0"
+
+    def read(self, after: str) -> list[tuple[str, bytes, int]]:
+        """(stream id, message, count) after stream id `after`, oldest first.
+
+        Waits up to READ_BLOCK_MS for some. `count` goes up by one per message
+        posted, so a reader sees when the stream was trimmed past what it read.
+        """
+        answer = self._reader.xread({self.stream: after}, count=READ_BATCH, block=READ_BLOCK_MS)
+        if not answer:
+            return []
+        return [(id.decode(), fields[b"m"], int(fields.get(b"n", 0)))
+                for id, fields in answer[0][1]]
+
+    def replay(self, since: str, upto: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+        """The messages after `since` up to `upto` (at most `limit` + 1), and whether all are kept.
+
+        The stream is trimmed from its oldest end, so everything after `since`
+        is kept when `since` itself still is, or when nothing was ever trimmed.
+        """
+        with self._reader.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.stream, "(" + since, upto, count=limit + 1)
+            pipe.xrange(self.stream, since, since)
+            pipe.xlen(self.stream)
+            pipe.exists(self.stream)
+            newer, itself, length, exists = pipe.execute()
+        trimmed = False
+        if exists:
+            added = self._reader.xinfo_stream(self.stream)["entries-added"]
+            trimmed = added > length
+        complete = bool(itself) or not trimmed
+        return [(id.decode(), fields[b"m"]) for id, fields in newer], complete
+
+    # -- the link, driven by the subscriber -----------------------------------
 
     def connected(self) -> None:
-        """The subscription is live: accept work."""
+        """The reader is live: accept work."""
         self.link.went_up()
 
     def disconnected(self, error: BaseException) -> None:
-        """The subscription is gone: refuse work, and drop pooled connections that may be dead."""
+        """The reader is gone: refuse work, and drop pooled connections that may be dead."""
         self.link.went_down(error)
         self._redis.connection_pool.disconnect(inuse_connections=False)
+        self._reader.connection_pool.disconnect(inuse_connections=False)
 
     # -- the rooms ------------------------------------------------------------
 
@@ -183,10 +234,11 @@ class RedisStore:
 
     def _post_call(self, folded: str, draft: Draft, username: str) -> tuple[list, list]:
         """The KEYS and ARGV of `store_post.lua` for one message."""
-        keys = [*self._keys, self.prefix + "room:" + folded, self.prefix + "history:" + folded]
+        keys = [*self._keys, self.prefix + "room:" + folded, self.prefix + "history:" + folded,
+                self.stream]
         args = [folded, _json(draft.room), _json(username), _json(draft.text),
                 _json(draft.id) if draft.id else "", self.max_messages_in_room, self.max_rooms,
-                self.channel, self.prefix]
+                self.stream_messages, self.prefix]
         return keys, args
 
     def rooms(self) -> bytes:
@@ -239,7 +291,7 @@ class RedisStore:
 
     def close(self) -> None:
         self._redis.close()
-        self._subscriber.close()
+        self._reader.close()
 
 
 def _json(text: str) -> str:

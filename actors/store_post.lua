@@ -1,22 +1,27 @@
--- Post one message to a room shared through Redis: stamp it, keep it, index it, publish it.
+-- Post one message to a room shared through Redis: stamp it, keep it, index it, append it
+-- to the message stream every process reads.
 --
 -- Redis runs a script as one step, and nothing else runs meanwhile, so every
 -- process sees either all of this or none of it: the message is in the history
--- exactly when it has been published, and the order of the history is the
--- order of publication (the order in which every subscriber receives it).
+-- exactly when it is in the stream, and the order of the history is the order
+-- of the stream (the order in which every process reads and delivers it). A
+-- stream, unlike a pub/sub channel, can be read again from any id: a reader
+-- whose connection dropped goes on from the last id it read, and a client can
+-- resume from its position.
 -- Nothing below can fail after the first write, so no half of it is ever left.
 --
 -- KEYS: 1 the room index (zset: folded name -> last activity), 2 the activity
---       counter, 3 the room (hash: name, sec, ns, json), 4 its history (list)
+--       counter, 3 the room (hash: name, sec, ns, json), 4 its history (list),
+--       5 the message stream (field `m`: the message JSON; `n`: the activity count)
 -- ARGV: 1 folded name, 2 room spelling as a JSON string, 3 username, 4 text,
 --       5 id ("" when none; 2..5 already JSON-encoded), 6 max messages per room,
---       7 max rooms, 8 channel, 9 key prefix
+--       7 max rooms, 8 messages the stream keeps (at least), 9 key prefix
 -- Returns the message's `created`.
 
-local rooms, activity, room, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rooms, activity, room, history, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local fold, spelling, username, text, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local max_messages, max_rooms = tonumber(ARGV[6]), tonumber(ARGV[7])
-local channel, prefix = ARGV[8], ARGV[9]
+local stream_length, prefix = ARGV[8], ARGV[9]
 
 local state = redis.call('HMGET', room, 'name', 'sec', 'ns')
 local name, last_sec, last_ns = state[1], tonumber(state[2]), tonumber(state[3])
@@ -72,8 +77,9 @@ end
 
 redis.call('HSET', room, 'name', name, 'sec', string.format('%d', sec),
   'ns', string.format('%d', ns), 'json', '{"name":' .. name .. ',"last_message":' .. summary .. '}')
-redis.call('ZADD', rooms, redis.call('INCR', activity), fold)
+local count = redis.call('INCR', activity)  -- one more per message: readers see a gap by it
+redis.call('ZADD', rooms, count, fold)
 redis.call('RPUSH', history, message)
 redis.call('LTRIM', history, -max_messages, -1)
-redis.call('PUBLISH', channel, message)
+redis.call('XADD', stream, 'MAXLEN', '~', stream_length, '*', 'm', message, 'n', count)
 return created

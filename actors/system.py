@@ -42,14 +42,16 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
                kozma_first_delay: float = 5.0, kozma_max_pause: float = 60.0,
                keepalive_tick: float | None = None,
                observe_fan_out: Callable[[float], None] | None = None,
-               redis_url: str = "", max_history_bytes: int = 1 << 62) -> Chat:
+               redis_url: str = "", redis_stream_messages: int | None = None,
+               max_history_bytes: int = 1 << 62) -> Chat:
     """Start the hub, the registry and (optionally) the bot under one supervisor.
 
     `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
     their peers on them); `observe_fan_out` receives each message's fan-out time.
     With `redis_url` the rooms are the ones every process on that Redis shares:
-    the registry is the shared one, and a listener delivers what Redis
-    publishes. Start waits (boundedly) for the first subscription, so a
+    the registry is the shared one, and a listener delivers what the Redis
+    stream holds (about its last `redis_stream_messages`, which is how far
+    back a `?v=2` client can resume). Start waits (boundedly) for the first read, so a
     process that answers HTTP is normally ready to take posts.
     `max_history_bytes` bounds the in-memory histories together (with Redis,
     the histories live in Redis, bounded by its own memory settings).
@@ -60,11 +62,13 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     if redis_url:
         from actors.listener import Listener
         from actors.shared import SharedRegistryActor
-        from actors.store import RedisStore
+        from actors.store import STREAM_MESSAGES, RedisStore
 
-        store = RedisStore(redis_url, max_messages_in_room, max_rooms)
-        registry = SharedRegistryActor(store, max_rooms).start(supervisor)
-        listener = Listener(store, hub).start()
+        store = RedisStore(redis_url, max_messages_in_room, max_rooms,
+                           stream_messages=redis_stream_messages or STREAM_MESSAGES)
+        listener = Listener(store, hub)
+        registry = SharedRegistryActor(store, max_rooms, listener.resume).start(supervisor)
+        listener.start()
         listener.wait_subscribed(FIRST_SUBSCRIBE_TIMEOUT)
     else:
         registry = RegistryActor(hub, max_rooms, max_messages_in_room,

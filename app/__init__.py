@@ -37,6 +37,7 @@ def create_app(config: Config | None = None) -> Flask:
         keepalive_tick=max(0.25, min(config.ping_interval_seconds,
                                      config.ping_timeout_seconds) / 4),
         observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url,
+        redis_stream_messages=config.redis_stream_messages,
         max_history_bytes=config.max_history_bytes)
     metrics.watch(app.extensions["nane"], connections)
     if app.extensions["nane"].store is not None:  # /readyz asks Redis too

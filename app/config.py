@@ -49,6 +49,7 @@ class Config:
     max_outbox_bytes: int = 4 * 1024 * 1024
     debug: bool = False
     redis_url: str = ""  # empty: rooms live in this one process's memory
+    redis_stream_messages: int = 10000  # how far back a ?v=2 client can resume, with Redis
     sentry_dsn: str = ""  # empty: no error reporting, and sentry_sdk is never imported
     sentry_send_pii: bool = False  # message texts and usernames stay out of Sentry unless set
 
@@ -131,6 +132,8 @@ HELP = {
                         "(1008)",
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
     "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms",
+    "redis_stream_messages": "with Redis: about this many recent messages are kept in the stream "
+                             "that ?v=2 clients resume from (since=)",
     "sentry_dsn": "report errors to this Sentry DSN",
     "sentry_send_pii": "send message texts, usernames and request data to Sentry too",
 }

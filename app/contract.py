@@ -89,6 +89,37 @@ SCHEMAS: dict[str, dict] = {
         "properties": {"error": {"type": "string", "minLength": 1},
                        "id": {"type": "string", "minLength": 1}},
     },
+    "PositionedMessage": {
+        "description": "A Message as a `?v=2` connection gets it: the same fields, plus `pos`.",
+        "type": "object", "required": ["room", "created", "sender", "text", "pos"],
+        "additionalProperties": False,
+        "properties": {"id": {"type": "string", "minLength": 1}, **_message_properties,
+                       "pos": {"$ref": "#/components/schemas/Position"}},
+    },
+    "Position": {
+        "description": "Where a `?v=2` client is in the one order of messages: `<run>:<offset>`. "
+                       "Opaque to clients: keep the last one seen and send it back as `since` "
+                       "when reconnecting. `run` names the server run (or the Redis data set), "
+                       "so a position from another run is recognised.",
+        "type": "string", "minLength": 3, "maxLength": 100, "pattern": "^[^:]+:.+$",
+    },
+    "Resumed": {
+        "description": "Only with `?v=2&since=...`: every message after `since` has been sent "
+                       "(`replayed` of them); what follows is live. `pos` is the position now.",
+        "type": "object", "required": ["pos", "replayed"], "additionalProperties": False,
+        "properties": {"pos": {"$ref": "#/components/schemas/Position"},
+                       "replayed": {"type": "integer", "minimum": 0}},
+    },
+    "Gone": {
+        "description": "Only with `?v=2&since=...`, instead of a replay: the server cannot give "
+                       "every message after `since` (a room trimmed or forgot them, another "
+                       "server run or Redis data set, more than the outbox holds, not a "
+                       "position). Reload what you show (e.g. /history); the live stream "
+                       "follows, from `pos`.",
+        "type": "object", "required": ["gone", "pos"], "additionalProperties": False,
+        "properties": {"gone": {"type": "string", "minLength": 1},
+                       "pos": {"$ref": "#/components/schemas/Position"}},
+    },
     "Health": {
         "type": "object", "required": ["status"],
         "properties": {"status": {"type": "string"},
@@ -199,6 +230,13 @@ def asyncapi() -> dict:
         "pong": message("pong", "Pong", "The answer to a ping"),
         "errorFrame": message("errorFrame", "ErrorFrame",
                               "Why a frame was dropped (only with ?v=2)"),
+        "positionedMessage": message("positionedMessage", "PositionedMessage",
+                                     "An accepted message with its position (only with ?v=2)"),
+        "resumed": message("resumed", "Resumed",
+                           "The seam between the replay and the live stream "
+                           "(only with ?v=2&since)"),
+        "gone": message("gone", "Gone",
+                        "The position cannot be resumed from (only with ?v=2&since)"),
     }
     return {
         "asyncapi": "3.0.0",
@@ -211,7 +249,8 @@ def asyncapi() -> dict:
                 "required, slow consumer (outbox full) or too many messages (a flood); 1009 "
                 "message larger than max_frame_bytes; 1011 ping timeout (the client did not "
                 "answer a protocol ping within ping_timeout_seconds); 1013 server full (only "
-                "where the run mode upgrades before the app can answer 503)."),
+                "where the run mode upgrades before the app can answer 503), or too busy to "
+                "take a resume (`since`): try again later."),
         },
         "defaultContentType": "application/json",
         "servers": {"local": {"host": "127.0.0.1:8022", "protocol": "ws"}},
@@ -225,7 +264,14 @@ def asyncapi() -> dict:
                         "username": {"type": "string", "description": "Who is connecting"},
                         "name": {"type": "string", "description": "Legacy fallback"},
                         "v": {"type": "string", "enum": ["2"],
-                              "description": "2: also send ErrorFrames"}}}}},
+                              "description": "2: messages carry their position (`pos`), "
+                                             "and ErrorFrames are sent"},
+                        "since": {"type": "string",
+                                  "description": "With v=2: a position to resume from. "
+                                                 "Every message after it, in order, then "
+                                                 "Resumed, then the live stream; or Gone. "
+                                                 "Empty: only Resumed with the position "
+                                                 "now."}}}}},
             },
         },
         "operations": {
@@ -234,10 +280,14 @@ def asyncapi() -> dict:
                      "messages": [{"$ref": "#/channels/chat/messages/clientMessage"},
                                   {"$ref": "#/channels/chat/messages/ping"}]},
             "deliver": {"action": "send", "channel": {"$ref": "#/channels/chat"},
-                        "summary": "The server sends messages, pongs and (with ?v=2) errors",
+                        "summary": "The server sends messages, pongs and (with ?v=2) errors, "
+                                   "positions, and the answer to `since`",
                         "messages": [{"$ref": "#/channels/chat/messages/message"},
                                      {"$ref": "#/channels/chat/messages/pong"},
-                                     {"$ref": "#/channels/chat/messages/errorFrame"}]},
+                                     {"$ref": "#/channels/chat/messages/errorFrame"},
+                                     {"$ref": "#/channels/chat/messages/positionedMessage"},
+                                     {"$ref": "#/channels/chat/messages/resumed"},
+                                     {"$ref": "#/channels/chat/messages/gone"}]},
         },
         "components": {"schemas": SCHEMAS},
     }

@@ -23,7 +23,8 @@ from actors.hub import Join, Leave
 from actors.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame,
                             parse_frame)
 from actors.registry import Post
-from actors.session import SessionActor
+from actors.resume import Resume
+from actors.session import Disconnect, SessionActor
 from app.limits import FloodGuard
 from app.metrics import FLOOD
 from app.ops import Connections
@@ -31,6 +32,8 @@ from app import simple_ws
 from app.transport import Binary, WebSocketTransport
 
 log = logging.getLogger("nane.ws")
+
+TRY_LATER = Disconnect(1013, "server busy, try again later")
 
 bp = Blueprint("ws", __name__)
 sock = Sock()
@@ -96,6 +99,12 @@ def taken_from_gevent_websocket(websocket, config) -> WebSocketTransport:
     """The socket gevent-websocket upgraded, read and written by us alone from now on."""
     websocket.closed = True  # its own close() would be a second writer
     return make_transport(websocket.handler.socket, websocket.handler.rfile, config)
+
+
+def since_from_query(query: str) -> str | None:
+    """`?v=2&since=<position>`: where to resume from ("" for just the current position)."""
+    values = parse_qs(query, keep_blank_values=True).get("since")
+    return values[0].strip() if values else None
 
 
 @bp.before_app_request
@@ -180,8 +189,15 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
     name = f"session:{next(_session_numbers)}"
     session = SessionActor(name, transport, username, config.max_outbox_messages,
                            config.ping_interval_seconds, config.ping_timeout_seconds,
-                           config.max_outbox_bytes).start()
-    chat.hub.tell(Join(session))
+                           config.max_outbox_bytes, positions=extensions).start()
+    since = since_from_query(query) if extensions else None
+    if since is None:
+        chat.hub.tell(Join(session))
+    else:  # the sequencer replays, then joins the session to the hub (actors/resume.py)
+        try:
+            chat.registry.tell(Resume(session, since, config.max_outbox_messages - 1))
+        except (MailboxFull, ActorStopped):
+            session.stop(TRY_LATER)
     metrics.connections.inc()
     log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
              name, username, remote, extensions)

@@ -2,6 +2,12 @@
 
     python bench/redis_scale.py            # about a minute; prints one table
     python bench/redis_scale.py --quick    # a smaller run, for a smoke test
+    python bench/redis_scale.py --source /tmp/old   # the servers from another tree
+
+`--source` runs the nane servers from another checkout (the clients stay the
+same), which is how the Redis stream channel was compared with the pub/sub
+channel it replaced: `git archive <commit> | tar -x -C /tmp/old`, then one run
+with each tree.
 
 Every scenario gets fresh processes: a private `redis-server` on a free
 loopback port (persistence off) and `python -m app` servers on free ports,
@@ -13,7 +19,10 @@ Two figures per scenario:
   is (messages x clients) / (time from the first send until every client has
   every message);
 - fan-out latency: one message every 10 ms at light load, stamped with the
-  send time; p50/p99 of (receive time - send time) over every receiver.
+  send time; p50/p99 of (receive time - send time) over every receiver;
+- with Redis, the post script's CPU time inside Redis per call (`INFO
+  commandstats`, `usec_per_call` of EVALSHA): what storing and handing on a
+  message costs Redis itself, less disturbed by a busy machine than the rest.
 
 Bounded: message counts are fixed, every wait has a deadline, and a scenario
 that misses it reports what it counted. Self-contained (raw-socket clients,
@@ -72,7 +81,8 @@ def start_redis(log_dir: Path) -> tuple[subprocess.Popen, str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def start_server(log_dir: Path, redis_url: str | None) -> tuple[subprocess.Popen, int]:
+def start_server(log_dir: Path, redis_url: str | None,
+                 source: Path = ROOT) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NANE_") and k != "REDIS_URL"}
     env.update(NANE_MAX_MESSAGES_PER_SECOND="1000000", NANE_MAX_FLOOD_SECONDS="1000000",
@@ -81,7 +91,7 @@ def start_server(log_dir: Path, redis_url: str | None) -> tuple[subprocess.Popen
         env["NANE_REDIS_URL"] = redis_url
     with open(log_dir / f"nane-{port}.log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "app", "--addr", f"127.0.0.1:{port}"],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                   cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -219,6 +229,17 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
+def post_script_microseconds(url: str) -> float:
+    """Redis's own CPU time per post script call (INFO commandstats): the channel's cost in Redis."""
+    stats = subprocess.run(["redis-cli", "-u", url, "INFO", "commandstats"], capture_output=True,
+                           text=True, timeout=10).stdout
+    for line in stats.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            fields = dict(part.split("=") for part in line.split(":", 1)[1].split(","))
+            return float(fields["usec_per_call"])
+    return 0.0
+
+
 def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
     started: list[subprocess.Popen] = []
     try:
@@ -228,7 +249,7 @@ def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
             started.append(redis)
         ports = []
         for _ in range(processes):
-            process, port = start_server(log_dir, url)
+            process, port = start_server(log_dir, url, args.source)
             started.append(process)
             ports.append(port)
         clients = Clients(ports, args.clients, probes_per_process=2)
@@ -261,11 +282,13 @@ def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
             clients.wait_for(expected, DEADLINE)
             latencies = [ns / 1e6 for c in clients.all if c.probe for ns in c.latencies]
             lost = sum(max(0, expected - c.count) for c in clients.all)
+            script_us = post_script_microseconds(url) if use_redis else 0.0
         finally:
             clients.close()
         return {"processes": processes, "redis": use_redis, "complete": complete,
                 "seconds": seconds, "rate": rate, "lost": lost,
-                "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+                "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+                "script_us": script_us}
     finally:
         for process in reversed(started):
             process.terminate()
@@ -283,6 +306,8 @@ def main() -> int:
     cli.add_argument("--messages", type=int, default=2000, help="messages in the throughput phase")
     cli.add_argument("--probes", type=int, default=200, help="stamped messages, one per 10 ms")
     cli.add_argument("--quick", action="store_true", help="30 clients, 300 messages, 50 probes")
+    cli.add_argument("--source", type=Path, default=ROOT,
+                     help="run the servers from this source tree (default: this one)")
     args = cli.parse_args()
     if args.quick:
         args.clients, args.messages, args.probes = 30, 300, 50
@@ -290,9 +315,11 @@ def main() -> int:
         print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
         return 2
     log_dir = Path(tempfile.mkdtemp(prefix="nane-bench-"))
+    print(f"servers from {args.source}")
     print(f"{args.clients} clients ({args.senders} posting), {args.messages} messages, "
           f"{args.probes} latency probes; {os.cpu_count()} CPUs; logs in {log_dir}")
-    print(f"{'scenario':<22}{'delivered msg/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}")
+    print(f"{'scenario':<22}{'delivered msg/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}"
+          f"{'script us':>11}")
     failed = False
     for processes, use_redis in [(1, False), (1, True), (2, True), (3, True)]:
         result = run(processes, use_redis, args, log_dir)
@@ -301,7 +328,7 @@ def main() -> int:
             "Redis" if use_redis else "in-memory")
         flag = "" if result["complete"] else "  (deadline hit)"
         print(f"{name:<22}{result['rate']:>16,.0f}{result['p50']:>9.2f}{result['p99']:>9.2f}"
-              f"{result['lost']:>6}{flag}", flush=True)
+              f"{result['lost']:>6}{result['script_us']:>11.1f}{flag}", flush=True)
     if failed:  # loss or a stalled run fails; timings never do
         print("FAILED: messages lost or a run did not complete", file=sys.stderr)
         return 1

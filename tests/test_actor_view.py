@@ -25,6 +25,8 @@ def test_view_shows_rooms_and_sessions_and_counters_move(server, open_page):
     expect(view.locator("#core .card-title")).to_have_text(["registry", "hub"])
     expect(view.locator("#sessions .card-title")).to_have_text(["alice", "bob"])
     expect(view.locator("#rooms-empty")).to_be_visible()
+    for session in view.locator("#sessions .card").all():  # the page's position (since=)
+        expect(session.locator('.stat[data-stat="sent"] dd')).to_have_text("1")
 
     open_room(alice, "lobby")
     post(alice, "first")
@@ -35,14 +37,14 @@ def test_view_shows_rooms_and_sessions_and_counters_move(server, open_page):
     # The message passed through the room to both outboxes, and the view saw it go by.
     expect(card(view, "room:lobby").locator(".recent")).to_contain_text("first")
     for session in view.locator("#sessions .card").all():
-        expect(session.locator('.stat[data-stat="sent"] dd')).to_have_text("1")
+        expect(session.locator('.stat[data-stat="sent"] dd')).to_have_text("2")
         expect(session.locator(".recent")).to_contain_text('"text":"first"')
 
     post(alice, "second")
     expect(stat(view, "room:lobby", "handled")).to_have_text("2")
     expect(stat(view, "room:lobby", "history")).to_have_text("2")
     for session in view.locator("#sessions .card").all():
-        expect(session.locator('.stat[data-stat="sent"] dd')).to_have_text("2")
+        expect(session.locator('.stat[data-stat="sent"] dd')).to_have_text("3")
 
     # A closed connection's outbox goes away.
     bob.context.close()

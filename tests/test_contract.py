@@ -34,8 +34,13 @@ def test_served_openapi_is_the_generated_one_and_every_schema_is_valid(server):
 def test_real_frames_and_answers_match_the_schemas(server):
     plain, opted = server.connect("schema"), server.connect("opted", query="v=2")
     send(plain, room="general", text="hello", id="c-1")
-    for ws in (plain, opted):
-        jsonschema.validate(receive(ws), contract.resolved("Message"))
+    jsonschema.validate(receive(plain), contract.resolved("Message"))
+    positioned = receive(opted)
+    jsonschema.validate(positioned, contract.resolved("PositionedMessage"))
+    resumed = server.connect("resumed", query="v=2&since=" + positioned["pos"])
+    jsonschema.validate(receive(resumed), contract.resolved("Resumed"))
+    gone = server.connect("gone", query="v=2&since=elsewhere:1")
+    jsonschema.validate(receive(gone), contract.resolved("Gone"))
     send(plain, ping=True)
     jsonschema.validate(receive(plain), contract.resolved("Pong"))
     send(opted, room="general", text=" ", id="c-2")

@@ -8,6 +8,9 @@ into `test-artifacts/`.
 
 from __future__ import annotations
 
+import json
+
+from tests.conftest import receive, send
 
 from tests.browser import browser, expect, login, open_page, open_room, post  # noqa: F401
 
@@ -136,6 +139,8 @@ def test_reconnects_after_restart_and_delivers_unsent_once(start_server, open_pa
     expect(messages_with(bob, "typed while down")).to_have_count(1)
     expect(alice.locator("#messages .pending")).to_have_count(0)
     expect(alice.locator("#status")).to_have_text("Connected")
+    # the new process cannot replay what the old one held, and the page says so
+    expect(alice.locator("#notice")).to_contain_text("another server run")
 
     # A message sent after it arrives behind it, so any duplicate would be here by now.
     post(bob, "after the restart")
@@ -145,3 +150,37 @@ def test_reconnects_after_restart_and_delivers_unsent_once(start_server, open_pa
             ["typed while down", "after the restart"])
     texts = [m["text"] for m in server.get("/api/rooms/lobby/history")["result"]]
     assert texts == ["typed while down", "after the restart"]
+
+
+def test_recovers_across_a_server_side_disconnect_without_reading_histories(server, open_page):
+    """The page resumes with `since`: what it missed arrives by replay, not by HTTP."""
+    alice = open_page()
+    sockets, from_server = [], []
+
+    def route(page_side):  # the real socket, with a handle to cut it as the server would
+        server_side = page_side.connect_to_server()
+        server_side.on_message(lambda m: (from_server.append(m), page_side.send(m)))
+        sockets.append((page_side, server_side))
+
+    alice.route_web_socket("**/ws?*", route)
+    login(alice, server, "alice")
+    open_room(alice, "lobby")
+    post(alice, "before the cut")
+    expect(messages_with(alice, "before the cut")).to_have_count(1)
+
+    requests = []
+    alice.on("request", lambda request: requests.append(request.url))
+    page_side, server_side = sockets[-1]
+    page_side.close(code=1012, reason="service restart")
+    bob = server.connect("bob")
+    for room, text in (("lobby", "missed one"), ("elsewhere", "missed two")):
+        send(bob, room=room, text=text)
+        receive(bob)
+    expect(alice.locator("#status")).to_have_attribute("data-state", "online")
+    expect(alice.locator("#messages .msg .text")).to_have_text(["before the cut", "missed one"])
+    expect(room_item(alice, "elsewhere")).to_contain_text("bob: missed two")
+    assert len(sockets) == 2
+    assert [url for url in requests if "/api/" in url] == []  # not one history read
+    replayed = [json.loads(m) for m in from_server if '"replayed"' in m]
+    assert replayed[-1]["replayed"] == 2
+    expect(alice.locator("#notice")).to_be_hidden()

@@ -5,8 +5,14 @@
 // messages in rooms it is not showing, and treats its own echo as the
 // acknowledgement of what it sent. What is not acknowledged stays in `unsent`
 // (kept in sessionStorage, so a reload keeps it too) and is sent again after a
-// reconnect, unless /history shows the server already has it: the client `id`
-// travels with the message, in the echo and in /history alike.
+// reconnect, unless the server shows it already has it: the client `id`
+// travels with the message, in the echo, in a replay and in /history alike.
+//
+// Reconnecting costs no HTTP request: the socket asks with `since` for every
+// message after the last position it saw (?v=2 messages carry `pos`) and the
+// server replays them, then says `{"pos", "replayed"}` and goes live. Only when
+// the server answers `{"gone"}` (it restarted, or no longer keeps them) does
+// the client read the room list and histories again, and say so on the page.
 //
 // Everything a user typed is put on the page with textContent, never as HTML.
 "use strict";
@@ -43,6 +49,7 @@
     ready: false, // socket open and caught up: new messages go straight out
     attempt: 0, // reconnect attempts since the last good connection
     everConnected: false,
+    position: null, // the last position the server gave us: where a reconnect resumes
     retryAt: 0,
     timers: { retry: 0, countdown: 0, ping: 0, pong: 0, open: 0 },
   };
@@ -240,8 +247,10 @@
 
   function socketUrl() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    // v=2: ask for error frames about dropped messages (SPEC part 2).
-    return `${scheme}//${location.host}/ws?username=${encodeURIComponent(state.username)}&v=2`;
+    // v=2: ask for positions and error frames about dropped messages (SPEC part 2);
+    // since: resume after the last position ("" on the first connect: just tell us ours).
+    const since = encodeURIComponent(state.position || "");
+    return `${scheme}//${location.host}/ws?username=${encodeURIComponent(state.username)}&v=2&since=${since}`;
   }
 
   function connect() {
@@ -263,10 +272,12 @@
       clearTimeout(state.timers.open);
       setStatus("syncing", "Catching up…");
       startPing(ws);
-      catchUp().then(
-        () => ready(ws),
-        () => drop(ws),
-      );
+      if (state.position === null) {
+        resync(ws); // a first connect: nothing to resume from
+      } else {
+        // the server replays what we missed, then `{"pos", "replayed"}` (or `{"gone"}`)
+        state.timers.open = setTimeout(() => drop(ws), OPEN_TIMEOUT_MS);
+      }
     };
     ws.onmessage = (event) => {
       if (state.socket === ws) onFrame(event.data);
@@ -276,8 +287,17 @@
     };
   }
 
+  // Read the room list and histories over HTTP, then go live.
+  function resync(ws) {
+    catchUp().then(
+      () => ready(ws),
+      () => drop(ws),
+    );
+  }
+
   function ready(ws) {
     if (state.socket !== ws) return;
+    clearTimeout(state.timers.open);
     state.ready = true;
     state.everConnected = true;
     state.attempt = 0;
@@ -355,7 +375,24 @@
       onRefused(frame);
       return;
     }
+    const resuming = state.position !== null && !state.ready && state.socket !== null;
+    if (typeof frame.pos === "string") state.position = frame.pos;
+    if (typeof frame.gone === "string") {
+      showNotice(`Messages sent while you were away could not all be replayed (${frame.gone}); ` +
+        "the rooms were reloaded instead.");
+      if (resuming) resync(state.socket);
+      return;
+    }
+    if (Number.isInteger(frame.replayed)) {
+      if (resuming) ready(state.socket);
+      return;
+    }
     if (isMessage(frame)) receive(frame, true);
+  }
+
+  function showNotice(text) {
+    $("notice-text").textContent = text;
+    $("notice").hidden = false;
   }
 
   // An error frame (we opted in with v=2): the server dropped a message of ours.
@@ -632,6 +669,9 @@
     });
 
     $("me").addEventListener("click", showLogin);
+    $("notice-close").addEventListener("click", () => {
+      $("notice").hidden = true;
+    });
 
     $("retry").addEventListener("click", () => {
       state.attempt = 0;
