@@ -9,7 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
-from actors.actor import Actor, ActorRef
+from actors.actor import Actor, ActorError, ActorRef
 from actors.message import Draft, Message, encode_list, format_created
 from actors.hub import Deliver
 from actors.room import Append, RoomActor
@@ -51,6 +51,18 @@ class ListRoomActors:
     """Ask: every room's actor reference, most recently active first (for the actor view)."""
 
     untraced: ClassVar[bool] = True  # the view's own question stays out of traces
+
+
+@dataclass(frozen=True, slots=True)
+class RoomGaveUp:
+    """The rooms' supervisor gave up on `room` (tell): forget it; its next message makes a fresh one."""
+
+    room: ActorRef
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetRooms:
+    """Ask: drop every room and its history, as a restarted server would have (answers how many)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +110,7 @@ class RegistryActor(Actor):
         self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
         self._rooms_body: bytes | None = None
         self._last_created = 0
-        self._supervisor = Supervisor("rooms")
+        self._supervisor = Supervisor("rooms", on_give_up=self._gave_up)
         self.forgotten = 0
 
     def receive(self, message):
@@ -114,12 +126,27 @@ class RegistryActor(Actor):
             case FindRoom(name):
                 entry = self._rooms.get(fold(name))
                 return entry and Room(entry.name, entry.actor, entry.json)
+            case RoomGaveUp(room):
+                key = fold(room.name.removeprefix("room:"))
+                if key in self._rooms and self._rooms[key].actor == room:
+                    del self._rooms[key]
+                    self._rooms_body = None
+                    log.warning("event=room_given_up room=%r rooms=%d", room.name, len(self._rooms))
+            case ForgetRooms():
+                rooms, self._rooms = self._rooms, OrderedDict()
+                self._rooms_body = None
+                for entry in rooms.values():
+                    entry.actor.stop()
+                return len(rooms)
             case _:
                 raise TypeError(f"registry cannot handle {message!r}")
 
     def _post(self, draft: Draft, username: str) -> None:
         key = fold(draft.room)
         entry = self._rooms.get(key)
+        if entry is not None and not entry.actor.alive:  # given up on, and not forgotten yet
+            del self._rooms[key]
+            entry = None
         if entry is None:
             entry = self._create(key, draft.room)
         else:
@@ -144,6 +171,12 @@ class RegistryActor(Actor):
     def _stamp(self) -> str:
         self._last_created = max(time.time_ns(), self._last_created + 1)
         return format_created(self._last_created)
+
+    def _gave_up(self, room: ActorRef) -> None:
+        try:
+            self.ref.tell(RoomGaveUp(room))
+        except ActorError:
+            pass  # the registry is stopping or swamped: the next post finds the room dead
 
     def on_stop(self, reason) -> None:
         for entry in self._rooms.values():

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors.actor import ActorError
 from actors.system import start_chat
-from app import actor_view, api, ops, ws
+from app import actor_view, api, controls, ops, ws
 from app.config import Config
 from app.metrics import Metrics
 
@@ -38,6 +38,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(ws.bp)
     app.register_blueprint(actor_view.bp)
     app.register_blueprint(ops.bp)
+    controls.install(app)
     app.after_request(api.add_cors)
     app.register_error_handler(HTTPException, api.api_error)
     app.register_error_handler(ActorError, api.server_error)

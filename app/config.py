@@ -40,6 +40,8 @@ class Config:
     max_outbox_bytes: int = 4 * 1024 * 1024
     debug: bool = False
     redis_url: str = ""  # empty: rooms live in this one process's memory
+    controls: bool = False  # fault controls (app/controls.py): never on a public server
+    controls_token: str = ""  # empty: a one-time token is made and printed at start
 
     @property
     def host(self) -> str:
@@ -82,6 +84,10 @@ HELP = {
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
     "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms "
                  "(falls back to env REDIS_URL)",
+    "controls": "fault controls in /actors and /api/controls/* (crash, slow down, pause, "
+                "disconnect, forget, delay), for lessons and for testing clients",
+    "controls_token": "the token the fault controls answer to (default: a one-time token "
+                      "printed at start)",
 }
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

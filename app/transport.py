@@ -18,6 +18,7 @@ import socket
 import struct
 
 import gevent
+from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from geventwebsocket.websocket import Header, WebSocket
 
@@ -45,7 +46,20 @@ class Binary(bytes):
 PING_FRAME = Header.encode_header(True, OP_PING, b"", 0, 0)
 
 
-class GeventWebSocketTransport:
+class Silenceable:
+    """`go_silent`, the fault control both transports share: read nothing more until closed."""
+
+    _silent: AsyncResult | None = None
+
+    def go_silent(self) -> None:
+        """The peer's frames stay unread in the kernel; `receive` returns None once closed."""
+        if self._silent is None:
+            self._silent = AsyncResult()
+            if self.closed:
+                self._silent.set(None)
+
+
+class GeventWebSocketTransport(Silenceable):
     """A socket gevent-websocket has upgraded; we read and write its frames ourselves."""
 
     def __init__(self, websocket: WebSocket, max_message_bytes: int):
@@ -62,6 +76,8 @@ class GeventWebSocketTransport:
 
     def receive(self) -> str | Binary | None:
         """The next message, or None once the connection is closed."""
+        if self._silent is not None:
+            return self._silent.wait()
         try:
             return self._read_message()
         except UnicodeDecodeError:
@@ -153,13 +169,15 @@ class GeventWebSocketTransport:
         finally:
             self.closed = True
             self._ws.closed = True
+            if self._silent is not None:
+                self._silent.set(None)
             try:
                 self._socket.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
 
-class SimpleWebSocketTransport:
+class SimpleWebSocketTransport(Silenceable):
     """A socket flask-sock's simple-websocket upgraded (`gunicorn -k gevent`)."""
 
     def __init__(self, websocket):
@@ -172,6 +190,8 @@ class SimpleWebSocketTransport:
     def receive(self) -> str | Binary | None:
         from simple_websocket import ConnectionClosed
 
+        if self._silent is not None:
+            return self._silent.wait()
         try:
             data = self._ws.receive()
         except ConnectionClosed:
@@ -215,6 +235,8 @@ class SimpleWebSocketTransport:
         except Exception:  # already closed by the peer, or the write timed out
             pass
         finally:
+            if self._silent is not None:
+                self._silent.set(None)
             try:
                 self._ws.sock.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -20,7 +20,7 @@ from actors.hub import Join, Leave
 from actors.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame,
                             parse_frame)
 from actors.registry import Post
-from actors.session import SessionActor
+from actors.session import SUPERVISOR as SESSIONS, SessionActor
 from app.limits import FloodGuard
 from app.metrics import FLOOD
 from app.ops import Connections
@@ -109,7 +109,7 @@ def serve(transport, username: str, query: str) -> None:
     name = f"session:{next(_session_numbers)}"
     session = SessionActor(name, transport, username, config.max_outbox_messages,
                            config.ping_interval_seconds, config.ping_timeout_seconds,
-                           config.max_outbox_bytes).start()
+                           config.max_outbox_bytes).start(SESSIONS)
     chat.hub.tell(Join(session))
     metrics.connections.inc()
     remote = request.remote_addr
