@@ -29,6 +29,15 @@ def wait_until(condition, what: str):
             gevent.sleep(0.001)
 
 
+def listening_chat():
+    """A hub, a registry, and one session whose frames land in a list."""
+    hub = HubActor().start()
+    transport = ListTransport()
+    session = SessionActor("session:1", transport, "ann", max_outbox=100).start()
+    hub.tell(Join(session))
+    return hub, transport, RegistryActor(hub, 10, 10).start()
+
+
 def test_crash_restarts_the_same_actor_with_its_state_and_mailbox():
     recorder = Recorder()
     ref = recorder.start(Supervisor("test"))
@@ -91,11 +100,7 @@ def test_a_slowed_session_writes_one_frame_per_delay_so_its_outbox_fills():
 
 
 def test_a_room_given_up_on_is_forgotten_and_the_next_message_makes_a_fresh_one():
-    hub = HubActor().start()
-    transport = ListTransport()
-    session = SessionActor("session:1", transport, "ann", max_outbox=100).start()
-    hub.tell(Join(session))
-    registry = RegistryActor(hub, 10, 10).start()
+    hub, transport, registry = listening_chat()
     registry.tell(Post(Draft("Lobby", "before"), "ann"))
     room = registry.ask(FindRoom("lobby"), timeout=TIMEOUT).actor
     assert room.ask(Probe(), timeout=TIMEOUT)
@@ -145,11 +150,7 @@ def test_forget_rooms_drops_every_room():
 
 
 def test_delayed_delivery_keeps_order_when_the_delay_changes():
-    hub = HubActor().start()
-    transport = ListTransport()
-    session = SessionActor("session:1", transport, "ann", max_outbox=100).start()
-    hub.tell(Join(session))
-    registry = RegistryActor(hub, 10, 10).start()
+    hub, transport, registry = listening_chat()
     assert hub.ask(DelayDelivery(0.2), timeout=TIMEOUT) == 0.2
     registry.tell(Post(Draft("r", "held"), "ann"))
     wait_until(lambda: hub.info()["held"] == 1, "the hub to hold it")
