@@ -7,9 +7,12 @@ chat tabs keep talking, nothing typed is lost, nothing arrives twice.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.browser import browser, expect, login, open_page, open_room, post  # noqa: F401
+from tests.ops_helpers import metric
 from tests.test_controls import TOKEN, ok, session_of
 
 RECOVER_MS = 40_000  # a silent server is found by the client's own ping (10 s + 5 s), then backoff
@@ -156,8 +159,9 @@ def test_web_client_survives(start_server, open_page, fault):
                                                           timeout=RECOVER_MS)
     talk(alice, bob, "after")
     if fault == "slow-session-cut-off":
+        assert metric(server, "nane_slow_consumer_disconnects_total") == 1
         ok(server, "slow", actor=_session(server, "bob"), ms=0)
         for n in range(12):  # bob caught up from /history after his reconnect
-            expect(texts(bob).filter(has_text=f"burst {n}")).to_have_count(1)
+            expect(texts(bob).filter(has_text=re.compile(f"^burst {n}$"))).to_have_count(1)
     for page in (alice, bob):
         assert page.errors == [], page.errors
