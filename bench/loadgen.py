@@ -125,6 +125,7 @@ class LoadGen:
         self.last_progress = time.monotonic()
         self.n_open = 0
         self.connect_failures = 0
+        self.fail_reasons = {}      # why connections failed to open: reason -> count
         self.unexpected_closes = 0
         self.pending = 0            # connections still connecting / handshaking
 
@@ -142,8 +143,19 @@ class LoadGen:
             self.ep.modify(c.fd, events)
         c.events = events
 
+    def _fail(self, reason):
+        """Count a connection that did not open, and why (errno name, HTTP status,
+        timeout): a scenario that reaches fewer connections than asked says why."""
+        self.connect_failures += 1
+        self.fail_reasons[reason] = self.fail_reasons.get(reason, 0) + 1
+
     def _start(self, c, username):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as e:  # EMFILE / ENFILE: this process's file limit
+            self._fail("socket: " + errno.errorcode.get(e.errno, str(e.errno)))
+            c.state = CLOSED
+            return
         s.setblocking(False)
         c.sock, c.fd = s, s.fileno()
         key = base64.b64encode(os.urandom(16)).decode()
@@ -153,7 +165,7 @@ class LoadGen:
                     % (self.path, username, self.host, self.port, key)).encode()
         err = s.connect_ex((self.host, self.port))
         if err not in (0, errno.EINPROGRESS):
-            self.connect_failures += 1
+            self._fail("connect: " + errno.errorcode.get(err, str(err)))
             c.state = CLOSED
             s.close()
             return
@@ -180,9 +192,17 @@ class LoadGen:
                 c = todo.pop()
                 self._start(c, "%s%d" % (prefix, c.idx))
             self._poll(0.05)
+            if self.cmap and time.monotonic() >= self._next_drain:
+                # Connections already open must answer the server's pings while
+                # the rest open: thousands of handshakes can outlast a ping timeout.
+                self._next_drain = time.monotonic() + max(self.drain_interval, 0.05)
+                self._drain()
+        for c in todo:  # never started: the deadline came first
+            c.state = CLOSED
+            self._fail("not started within %.0f s" % timeout)
         for c in new:
             if c.state != OPEN and c.state != CLOSED:
-                self.connect_failures += 1
+                self._fail("not open within %.0f s" % timeout)
                 self._close(c)
         return [c for c in new if c.state == OPEN]
 
@@ -321,7 +341,7 @@ class LoadGen:
         if c.state == CONNECTING:
             err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                self.connect_failures += 1
+                self._fail("connect: " + errno.errorcode.get(err, str(err)))
                 self._close(c)
                 return
             c.state = HANDSHAKE
@@ -353,13 +373,13 @@ class LoadGen:
             end = c.hs.find(b"\r\n\r\n")
             if end < 0:
                 if len(c.hs) > 65536:
-                    self.connect_failures += 1
+                    self._fail("handshake: response head too long")
                     self._close(c)
                 return
             head, rest = c.hs[:end], c.hs[end + 4:]
             c.hs = b""
             if not head.startswith(b"HTTP/1.1 101"):
-                self.connect_failures += 1
+                self._fail("handshake: " + bytes(head[:12]).decode("latin-1", "replace"))
                 self.pending -= 1
                 c.state = OPEN  # so _close accounts it as open->closed below
                 self.n_open += 1
@@ -506,3 +526,20 @@ def barrier(g, sender, conns, timeout=20.0, room="bench"):
         c.count = 0
     g.rx_frames = 0
     return missing
+
+
+def kernel_counters():
+    """Loopback health: packets the kernel dropped from its per-CPU input
+    backlog (/proc/net/softnet_stat, 2nd column) and TCP segments
+    retransmitted (/proc/net/snmp). Either one rising during a scenario means
+    its latency figures include 200 ms+ retransmission stalls."""
+    drops = retrans = 0
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            drops = sum(int(line.split()[1], 16) for line in f)
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        retrans = int(rows[1][rows[0].index("RetransSegs")])
+    except (OSError, ValueError, IndexError):
+        pass
+    return drops, retrans

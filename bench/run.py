@@ -30,6 +30,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import scenarios  # noqa: E402
+from loadgen import kernel_counters  # noqa: E402
 
 try:
     import psutil
@@ -40,7 +41,7 @@ HOST = "127.0.0.1"  # never anything else
 SERVER_CPU = 1
 GEN_CPU = 0
 
-SCENARIOS = ["broadcast", "capacity", "idle", "chat", "http"]
+SCENARIOS = ["broadcast", "capacity", "idle", "chat", "http", "rooms", "crowd"]
 
 # nane's protective limits, lifted for a benchmark (both run modes read these;
 # the references ignore them): one sender posts thousands of messages a
@@ -52,6 +53,18 @@ NANE_ENV = {
     "NANE_MAX_CONNECTIONS": "15000",
 }
 
+
+def scenario_env(scen, params):
+    """Limits lifted for one scenario only: rooms holds `count` rooms (the
+    default keeps 10000 and forgets the least recently active); crowd holds
+    as many connections as the file limits allow, so the file limit, not
+    nane's max_connections, is what stops it."""
+    if scen == "rooms":
+        return {"NANE_MAX_ROOMS": str(params["count"])}
+    if scen == "crowd":
+        return {"NANE_MAX_CONNECTIONS": "1000000"}
+    return {}
+
 FULL = {
     "broadcast": dict(clients=1000, messages=1000, window=4, probes=10),
     "capacity": dict(step=1000, max_clients=12000, messages=200, window=4, limit_ms=250.0,
@@ -59,6 +72,8 @@ FULL = {
     "idle": dict(clients=5000, hold_s=3.0),
     "chat": dict(clients=50, rate=2.0, rooms=10, duration_s=10.0),
     "http": dict(seconds=5.0, connections=4, history_messages=1024, rooms=1000),
+    "rooms": dict(count=100000, window=64),
+    "crowd": dict(clients=0, headroom=1000, hold_s=3.0, rounds=5),  # 0: as the limits allow
 }
 QUICK = {
     "broadcast": dict(clients=50, messages=50, window=4, probes=5, timeout=30.0),
@@ -67,6 +82,8 @@ QUICK = {
     "idle": dict(clients=200, hold_s=0.5),
     "chat": dict(clients=10, rate=2.0, rooms=10, duration_s=2.0),
     "http": dict(seconds=1.0, connections=4, history_messages=1024, rooms=1000),
+    "rooms": dict(count=2000, window=64, timeout=60.0),
+    "crowd": dict(clients=500, hold_s=0.5, rounds=2, open_timeout=30.0, round_timeout=20.0),
 }
 
 # (scenario, key, label, higher_is_better, format)
@@ -87,28 +104,20 @@ FIGURES = [
     ("http", "rooms_p99_ms", "http: /api/rooms p99 ms", False, "{:.1f}"),
     ("http", "settings_rps", "http: /api/settings req/s", True, "{:,.0f}"),
     ("http", "settings_p99_ms", "http: /api/settings p99 ms", False, "{:.1f}"),
+    ("rooms", "rooms_per_s", "rooms: created/s", True, "{:,.0f}"),
+    ("rooms", "rss_per_room_kib", "rooms: server RSS KiB/room", False, "{:.2f}"),
+    ("rooms", "msg_bytes", "rooms: a message's JSON, bytes", None, "{:.0f}"),
+    ("rooms", "msg_rss_bytes", "rooms: a message in a history, RSS bytes", False, "{:.0f}"),
+    ("rooms", "beyond_msg_kib", "rooms: KiB/room beyond its message", False, "{:.2f}"),
+    ("crowd", "crowd_clients", "crowd: idle websockets held", True, "{:,.0f}"),
+    ("crowd", "crowd_rss_per_conn_kib", "crowd: server RSS KiB/conn", False, "{:.1f}"),
+    ("crowd", "crowd_last_ms", "crowd: one broadcast, last client ms", False, "{:.0f}"),
     ("broadcast", "gen_cpu_us_per_frame", "generator CPU us/frame (broadcast)", None, "{:.2f}"),
     ("capacity", "gen_cpu_us_per_frame", "generator CPU us/frame (capacity, max)", None, "{:.2f}"),
+    ("crowd", "gen_cpu_us_per_frame", "generator CPU us/frame (crowd)", None, "{:.2f}"),
     ("*", "kernel_drops", "kernel: loopback backlog drops", None, "{:,.0f}"),
     ("*", "kernel_retrans", "kernel: TCP retransmits", None, "{:,.0f}"),
 ]
-
-
-def kernel_counters():
-    """Loopback health: packets the kernel dropped from its per-CPU input
-    backlog (/proc/net/softnet_stat, 2nd column) and TCP segments
-    retransmitted (/proc/net/snmp). Either one rising during a scenario means
-    its latency figures include 200 ms+ retransmission stalls."""
-    drops = retrans = 0
-    try:
-        with open("/proc/net/softnet_stat") as f:
-            drops = sum(int(line.split()[1], 16) for line in f)
-        with open("/proc/net/snmp") as f:
-            rows = [line.split() for line in f if line.startswith("Tcp:")]
-        retrans = int(rows[1][rows[0].index("RetransSegs")])
-    except (OSError, ValueError, IndexError):
-        pass
-    return drops, retrans
 
 
 def machine_notes():
@@ -130,6 +139,18 @@ def machine_notes():
     except OSError:
         pass
     return notes
+
+
+def raise_file_limit():
+    """Soft open-file limit up to the hard one, for us and the servers we start
+    (they inherit it): the crowd scenario holds as many sockets as allowed."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def log(*a):
@@ -192,7 +213,7 @@ class Server:
         self.port = None
         self.logpath = None
 
-    def start(self, tag):
+    def start(self, tag, env=None):
         self.port = free_port()
         argv = self.argv_fn(self.port)
         self.logpath = os.path.join(self.logdir, "%s-%s.log" % (self.name, tag))
@@ -203,7 +224,8 @@ class Server:
             if pin:
                 os.sched_setaffinity(0, {SERVER_CPU})
 
-        env = dict(os.environ, PORT=str(self.port), PYTHONUNBUFFERED="1", **NANE_ENV)
+        env = dict(os.environ, PORT=str(self.port), PYTHONUNBUFFERED="1",
+                   **dict(NANE_ENV, **(env or {})))
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, preexec_fn=pre,
                                      start_new_session=True, env=env)
@@ -261,6 +283,16 @@ class Server:
             except psutil.Error:
                 pass
         return total
+
+    def nofile(self):
+        """The smallest soft open-file limit in the server's process tree."""
+        vals = []
+        for p in self._procs():
+            try:
+                vals.append(p.rlimit(psutil.RLIMIT_NOFILE)[0])
+            except (psutil.Error, AttributeError):
+                pass
+        return min(vals) if vals else None
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -367,6 +399,9 @@ def main():
     ap.add_argument("--servers", default="nane,nane-gunicorn,ref-gevent,ref-websockets")
     ap.add_argument("--clients", type=int, help="override broadcast clients")
     ap.add_argument("--messages", type=int, help="override broadcast messages")
+    ap.add_argument("--room-count", type=int, help="override rooms: rooms created")
+    ap.add_argument("--crowd-clients", type=int,
+                    help="override crowd: connections held (default: as the file limits allow)")
     ap.add_argument("--nane-args", default="", help="extra args for `python -m app`")
     ap.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
     ap.add_argument("--drain-ms", type=float, default=None,
@@ -385,10 +420,15 @@ def main():
         params["broadcast"]["clients"] = a.clients
     if a.messages:
         params["broadcast"]["messages"] = a.messages
+    if a.room_count:
+        params["rooms"]["count"] = a.room_count
+    if a.crowd_clients:
+        params["crowd"]["clients"] = a.crowd_clients
     runs = a.runs or (1 if a.quick else 3)
     if a.drain_ms is not None:
         scenarios.DRAIN_OVERRIDE = a.drain_ms / 1000.0
 
+    raise_file_limit()
     pin = not a.no_pin and len(os.sched_getaffinity(0)) >= 2
     if pin:
         os.sched_setaffinity(0, {GEN_CPU})
@@ -423,7 +463,7 @@ def main():
                     continue
                 srv = Server(s, specs[s]["argv"], logdir, pin)
                 tag = "%s-%d" % (scen, run + 1)
-                srv.start(tag)
+                srv.start(tag, scenario_env(scen, params[scen]))
                 if not srv.wait_ready():
                     rc = srv.stop()
                     failures.append("%s %s: server did not start (rc %s, log %s)"
@@ -442,6 +482,7 @@ def main():
                 alive = srv.alive()
                 rc = srv.stop()
                 res["seconds"] = round(time.monotonic() - t0, 1)
+                res["load1"] = round(os.getloadavg()[0], 2)  # the machine is shared
                 results[s].setdefault(scen, []).append(res)
                 brief = {k: (round(v, 3) if isinstance(v, float) else v)
                          for k, v in res.items() if k != "steps"}
@@ -466,6 +507,10 @@ def main():
                     if k in res and (res[k] or 0) < want:
                         log("WARN %s %s: %s = %s, expected >= %d (server limits?)"
                             % (s, tag, k, res[k], want))
+                if scen == "rooms" and res.get("rooms_listed") is not None \
+                        and res["rooms_listed"] < params["rooms"]["count"]:
+                    log("WARN %s %s: /api/rooms lists %s rooms, expected %d (room limit?)"
+                        % (s, tag, res["rooms_listed"], params["rooms"]["count"]))
                 if failures and failures[-1].startswith(s + " " + tag):
                     log("FAIL " + failures[-1])
 

@@ -12,7 +12,7 @@ import selectors
 import socket
 import time
 
-from loadgen import LoadGen, barrier, json_frame, percentile
+from loadgen import LoadGen, barrier, json_frame, kernel_counters, percentile
 
 
 def _ms(ns):
@@ -350,27 +350,30 @@ def chat(host, port, clients=50, rate=2.0, rooms=10, duration_s=10.0, server=Non
 # --------------------------------------------------------------------------
 # http: keep-alive HTTP/1.1 clients on raw sockets
 # --------------------------------------------------------------------------
+def _post(g, c, items, window=64, timeout=60.0):
+    """Send (room, text) items over connection c (the only one receiving),
+    `window` in flight: each echo lets the next one go. Returns how many
+    echoes came back and whether all did."""
+    c.count = 0
+    state = {"sent": 0}
+
+    def pump():
+        while state["sent"] < len(items) and state["sent"] - c.count < window:
+            room, text = items[state["sent"]]
+            c.send(json_frame({"room": room, "text": text}))
+            state["sent"] += 1
+        return 0.05
+
+    done = g.loop(lambda: c.count >= len(items), timeout, stall=10.0, tick=pump)
+    return c.count, done
+
+
 def _prefill(host, port, items, window=64, timeout=60.0):
-    """Send (room, text) items over one websocket with `window` in flight,
-    waiting for the echoes. Returns how many echoes came back."""
+    """_post over a fresh websocket of its own. Returns how many echoes came back."""
     g = LoadGen(host, port)
     try:
         c = g.open(1, probes=1, prefix="fill")
-        if not c:
-            return 0
-        c = c[0]
-        c.count = 0
-        state = {"sent": 0}
-
-        def pump():
-            while state["sent"] < len(items) and state["sent"] - c.count < window:
-                room, text = items[state["sent"]]
-                c.send(json_frame({"room": room, "text": text}))
-                state["sent"] += 1
-            return 0.05
-
-        g.loop(lambda: c.count >= len(items), timeout, stall=10.0, tick=pump)
-        return c.count
+        return _post(g, c[0], items, window, timeout)[0] if c else 0
     finally:
         g.close_all()
 
@@ -564,3 +567,201 @@ def http(host, port, seconds=5.0, connections=4, history_messages=1024, rooms=10
     out["reorder"] = 0
     out["gen_cpu_us_per_request"] = cpu / nreq * 1e6 if nreq else None
     return out
+
+
+# --------------------------------------------------------------------------
+# rooms: many rooms of one message each, server RSS per room
+# --------------------------------------------------------------------------
+def _rss(server):
+    try:
+        return server.rss() if server is not None else None
+    except Exception:  # noqa: BLE001 - the server may be gone; figures say so
+        return None
+
+
+def rooms(host, port, count=100000, window=64, history=1023, timeout=600.0, server=None):
+    """Post one message into each of `count` new rooms over one websocket,
+    `window` posts in flight (each echo lets the next post go).
+
+    Room 0 is created with the warm-up, before any baseline, so the server
+    holds exactly `count` rooms at the end (run.py sets NANE_MAX_ROOMS to
+    `count`). First `history` more messages go into room 0: their RSS growth
+    per message is what one message costs in a history. Then rooms 1..count-1:
+    RSS growth / (count - 1) is what a room of one message costs, and the
+    difference is the room's own cost beyond its message. Also: rooms/s
+    (first post -> last echo), the mean JSON bytes of one message as the
+    server sends it, and GET /api/rooms afterwards, which proves no room was
+    forgotten by a room limit."""
+    name = "room-%06d"
+    g = LoadGen(host, port)
+    try:
+        warm = g.open(1, probes=1, prefix="rooms")
+        if not warm:
+            raise RuntimeError("no connection opened (%s)" % g.fail_reasons)
+        c = warm[0]
+        barrier(g, c, warm, room=name % 0)
+        g.loop(lambda: False, 0.5)
+        rss_a = _rss(server)
+        filler = "lorem ipsum dolor sit amet, consectetur adipiscing elit %05d"
+        hist_echoed, _ = _post(g, c, [(name % 0, filler % i) for i in range(history)],
+                               window, min(timeout, 120.0))
+        g.loop(lambda: False, 0.5)
+        rss_b = _rss(server)
+        items = count - 1
+        stats = {"bytes": 0, "echoes": 0, "created": "", "disorder": 0, "sample": None}
+
+        def on_msg(conn, payload, now):
+            d = json.loads(payload)
+            if not isinstance(d, dict) or not str(d.get("text", "")).startswith("r "):
+                return
+            stats["echoes"] += 1
+            stats["bytes"] += len(payload)
+            created = d.get("created") or ""
+            if created <= stats["created"]:
+                stats["disorder"] += 1
+                if stats["sample"] is None:
+                    stats["sample"] = "created %s after %s" % (created, stats["created"])
+            else:
+                stats["created"] = created
+
+        c.on_msg = on_msg
+        cpu0 = time.process_time()
+        t_first = time.monotonic_ns()
+        echoed, done = _post(g, c, [(name % i, "r hello from room %d" % i)
+                                    for i in range(1, count)], window, timeout)
+        t_last = g.last_probe_ns
+        cpu = time.process_time() - cpu0
+        g.loop(lambda: False, 1.0)  # let the server settle before reading RSS
+        rss_c = _rss(server)
+        msg_rss = (rss_b - rss_a) / max(1, history) if rss_a and rss_b else None
+        per_room = (rss_c - rss_b) / 1024 / max(1, items) if rss_b and rss_c else None
+        listed = None
+        try:
+            st, _, body = _http_get_once(host, port, "/api/rooms", timeout=60.0)
+            res = json.loads(body).get("result")
+            listed = len(res) if st == 200 and isinstance(res, list) else None
+        except Exception:  # noqa: BLE001 - a figure, not the scenario's verdict
+            pass
+        return {
+            "rooms": count,
+            "rooms_echoed": echoed + 1,
+            "rooms_listed": listed,
+            "completed": done,
+            "rooms_per_s": echoed / max(1e-9, (t_last - t_first) / 1e9) if echoed else 0.0,
+            "rss_before_mib": rss_b / 2**20 if rss_b else None,
+            "rss_after_mib": rss_c / 2**20 if rss_c else None,
+            "rss_per_room_kib": per_room,
+            "msg_bytes": stats["bytes"] / stats["echoes"] if stats["echoes"] else None,
+            "msg_rss_bytes": msg_rss,
+            "beyond_msg_kib": per_room - msg_rss / 1024
+            if per_room is not None and msg_rss is not None else None,
+            "loss": (items - echoed) + (history - hist_echoed),
+            "reorder": 0,
+            "created_disorder": stats["disorder"],
+            "created_sample": stats["sample"],
+            "disconnects": g.unexpected_closes,
+            "gen_cpu_us_per_frame": cpu / echoed * 1e6 if echoed else None,
+        }
+    finally:
+        g.close_all()
+
+
+# --------------------------------------------------------------------------
+# crowd: as many idle websockets as the file limits allow, then one broadcast
+# --------------------------------------------------------------------------
+def _ephemeral_ports():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return hi - lo + 1
+    except (OSError, ValueError):
+        return None
+
+
+def crowd_size(server, headroom):
+    """How many connections the machine allows: the smaller open-file limit of
+    this process and the server's, and the ephemeral ports towards one server
+    port, less `headroom` for everything else that needs a descriptor."""
+    import resource
+    limits = {"gen_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+              "server_nofile": server.nofile() if server is not None else None,
+              "ephemeral_ports": _ephemeral_ports()}
+    known = [v for v in limits.values() if v]
+    return max(1, min(known) - headroom), limits
+
+
+def crowd(host, port, clients=0, headroom=1000, hold_s=3.0, rounds=3, open_timeout=300.0,
+          round_timeout=60.0, server=None):
+    """Open `clients` silent websockets (0: as many as crowd_size allows), hold
+    them, then broadcast one message at a time, `rounds` times: the time from
+    the send until the last of them has it. Counters are read the moment data
+    arrives here (no drain rounds), so the time is not rounded up to a drain.
+
+    RSS per connection is the growth over the warm-up connection's baseline.
+    Connections that did not open are reported with their reasons (errno,
+    HTTP status, timeout); what opened is what the figures are for."""
+    n, limits = crowd_size(server, headroom) if not clients else (clients, {})
+    g = LoadGen(host, port)
+    g.drain_interval = 0.05
+    try:
+        warm = g.open(1, probes=1, prefix="w")
+        if not warm:
+            raise RuntimeError("no connection opened (%s)" % g.fail_reasons)
+        barrier(g, warm[0], warm)
+        g.loop(lambda: False, 0.5)
+        rss0 = _rss(server)
+        t0 = time.monotonic()
+        conns = g.open(n - 1, prefix="crowd", timeout=open_timeout)
+        open_s = time.monotonic() - t0
+        everyone = warm + conns
+        missing = barrier(g, warm[0], everyone, timeout=round_timeout)
+        g.loop(lambda: False, hold_s)  # hold them, answering pings
+        rss1 = _rss(server)
+        g.drain_interval = 0.0
+        lats, loss = [], 0
+        cpu0 = time.process_time()
+        k0 = kernel_counters()
+        rx = 0
+        for r in range(rounds):
+            for c in everyone:
+                c.count = 0
+            g.rx_frames = 0
+            t = time.monotonic_ns()
+            warm[0].send(json_frame({"room": "bench", "text": "w crowd %d" % r}))
+            done = g.loop(lambda: g.rx_frames >= len(everyone), round_timeout, stall=10.0)
+            rx += g.rx_frames
+            got = sum(1 for c in everyone if c.count >= 1)
+            loss += len(everyone) - got
+            if done:
+                lats.append(g.last_rx_ns - t)
+        cpu = time.process_time() - cpu0
+        k1 = kernel_counters()
+        held = len(everyone) - g.unexpected_closes
+        rounds_ms = [round(x / 1e6, 1) for x in lats]  # in the order they ran
+        lats.sort()
+        return dict(limits, **{
+            "crowd_asked": n,
+            "crowd_clients": len(everyone),
+            "crowd_open_s": open_s,
+            "crowd_opened_per_s": len(conns) / open_s if open_s else None,
+            "connect_failures": g.connect_failures,
+            "fail_reasons": g.fail_reasons,
+            "rss_before_mib": rss0 / 2**20 if rss0 else None,
+            "rss_after_mib": rss1 / 2**20 if rss1 else None,
+            "crowd_rss_per_conn_kib": (rss1 - rss0) / 1024 / max(1, len(conns))
+            if rss0 and rss1 else None,
+            "crowd_last_ms": _ms(lats[len(lats) // 2]) if lats else None,
+            "crowd_last_ms_rounds": rounds_ms,
+            # machine-wide, during the broadcasts only: retransmission stalls
+            # (200 ms+) inside the figure, apart from those of the opening
+            "rounds_kernel_drops": k1[0] - k0[0],
+            "rounds_kernel_retrans": k1[1] - k0[1],
+            "barrier_missing": missing,
+            "held_at_end": held,
+            "disconnects": g.unexpected_closes,
+            "loss": loss,
+            "reorder": 0,
+            "gen_cpu_us_per_frame": cpu / rx * 1e6 if rx else None,
+        })
+    finally:
+        g.close_all()
