@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, expect, sync_api  # noqa: E402
+from docs.screenshots import chatting  # noqa: E402
+from tests.browser import expect, sync_api  # noqa: E402
 from tests.conftest import Server, free_port  # noqa: E402
 
 TOKEN = "lesson"
@@ -37,16 +38,7 @@ def main() -> None:
                                               "max_outbox_messages": 40}, Path(logs.name))
     try:
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=CHROMIUM_ARGS)
-            pages = {}
-            for name in ("alice", "bob", "carol"):
-                page = browser.new_context(viewport=DESKTOP).new_page()
-                page.goto(server.base + "/#lobby")
-                page.fill("#username", name)
-                page.click("#login-submit")
-                expect(page.locator("#status")).to_have_attribute("data-state", "online")
-                pages[name] = page
+            browser, pages = chatting(playwright, server, "/#lobby")
 
             def say(name: str, text: str) -> None:
                 pages[name].fill("#text", text)
