@@ -46,6 +46,7 @@ def actors():
         listed.append({**room.info(), "subscribers": len(sessions)})
     for session in sorted(sessions, key=_session_number):
         facts = session.info()
+        facts.pop("closed_with", None)  # a Disconnect (not JSON), set while it is being cut off
         listed.append({**facts, "outbox": facts["mailbox"]})  # the mailbox is the outbox
     controls = controls_of(current_app)
     if controls is not None:  # what a fault control last did to each actor, for its card
