@@ -99,7 +99,7 @@ class Actor:
     __slots__ = ("name", "ref", "_mailbox", "_mailbox_limit", "_mailbox_bytes", "_weight",
                  "_has_room", "_started", "_scheduled", "_worker", "_killed", "_supervised_by",
                  "_recent_restarts", "_done", "_running", "_stopped", "_handled", "_failures",
-                 "_restarts", "_trace")
+                 "_restarts", "_trace", "_faults")
 
     kind = "actor"
     # An actor that gets mail rarely (a room) drops its empty mailbox between turns, as an
@@ -129,6 +129,7 @@ class Actor:
         self._failures = 0
         self._restarts = 0
         self._trace: Trace | None = None  # what the actor view shows; made when someone watches
+        self._faults: Faults | None = None  # made by the first fault injected on purpose
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -183,7 +184,12 @@ class Actor:
                 self.on_start()
             mailbox = self._mailbox
             turn = TURN
+            faults = self._faults
+            if faults is not None and faults.crash:
+                self._injected(faults)  # raises: a crash needs no mail
             while self._killed is None and mailbox and turn:
+                if faults is not None and self._injected(faults):
+                    break  # paused
                 turn -= 1
                 message = mailbox.popleft()
                 if self._mailbox_bytes is not None:
@@ -215,10 +221,28 @@ class Actor:
 
     def _again(self) -> bool:
         """After a turn: queue up again for mail still waiting, a kill, or a restart's on_start."""
-        if self._stopped or (self._started and not self._mailbox and self._killed is None):
+        if self._stopped:
             return False
+        if self._started and self._killed is None:
+            faults = self._faults
+            if faults is None:
+                if not self._mailbox:
+                    return False
+            elif not faults.crash and (faults.paused or not self._mailbox):
+                return False
         dispatcher().schedule(self)
         return True
+
+    def _injected(self, faults: "Faults") -> bool:
+        """Before the next message, the faults a control injected: True ends the turn (paused)."""
+        if faults.crash:
+            faults.crash = False
+            raise InjectedCrash(f"{self.name} was crashed on purpose")
+        if faults.paused:
+            return True
+        if faults.delay:
+            gevent.sleep(faults.delay)
+        return False
 
     def _handle(self, message: Any) -> None:
         if tracing.on:
@@ -255,6 +279,8 @@ class Actor:
         """Take the tells already waiting, up to the next ask or stop (for batching)."""
         taken = []
         mailbox = self._mailbox
+        if self._faults is not None and (self._faults.delay or self._faults.paused):
+            return taken  # slowed down: every message waits its own delay
         while mailbox and type(mailbox[0]) not in (_Ask, _Stop):
             taken.append(mailbox.popleft())
         if taken:
@@ -425,6 +451,40 @@ class ActorRef:
         else:  # it is inside a message, maybe blocked: interrupt it there
             gevent.get_hub().loop.run_callback(_interrupt, actor, worker, reason)
 
+    # -- faults on purpose (app/controls.py uses these; the actor itself never knows) --
+
+    def pause(self) -> None:
+        """Handle no more mail until `resume`: it piles up (a kill or a crash still act)."""
+        self._faults_of().paused = True
+
+    def resume(self) -> None:
+        """Handle the mail that piled up, in order, and go on as before."""
+        actor = self._actor
+        self._faults_of().paused = False
+        if actor._mailbox and not actor._stopped:
+            actor._wake()
+
+    def slow_down(self, seconds: float) -> None:
+        """Every message from now on waits `seconds` more before it is handled (0: no more)."""
+        self._faults_of().delay = max(0.0, seconds)
+
+    def crash(self) -> None:
+        """Make the actor's run die before its next message, as a bug or a kill from outside would.
+
+        The supervisor then restarts it with its state and its mailbox as they
+        were (or gives up); an unsupervised actor stops.
+        """
+        actor = self._actor
+        if actor._running:
+            self._faults_of().crash = True
+            actor._wake()
+
+    def _faults_of(self) -> "Faults":
+        actor = self._actor
+        if actor._faults is None:
+            actor._faults = Faults()
+        return actor._faults
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the actor has stopped (on_stop done); True if it has."""
         actor = self._actor
@@ -452,6 +512,8 @@ class ActorRef:
             "failures": actor._failures,
             "restarts": actor._restarts,
             "recent": actor._trace.recent() if actor._trace is not None else [],
+            "paused": actor._faults is not None and actor._faults.paused,
+            "slow_ms": round(actor._faults.delay * 1000) if actor._faults is not None else 0,
         }
         facts.update(actor.info())
         return facts
@@ -464,6 +526,21 @@ class ActorRef:
 
     def __hash__(self) -> int:
         return id(self._actor)
+
+
+class Faults:
+    """What the controls injected into one actor: a pause, a delay per message, a crash to come."""
+
+    __slots__ = ("paused", "delay", "crash")
+
+    def __init__(self):
+        self.paused = False
+        self.delay = 0.0
+        self.crash = False
+
+
+class InjectedCrash(Exception):
+    """Raised by the runtime, outside any message's handling, when `ActorRef.crash` was called."""
 
 
 class _Killed(BaseException):
@@ -482,5 +559,6 @@ def _interrupt(actor: Actor, worker, reason: Any) -> None:
 
 __all__ = [
     "Actor", "ActorRef", "ActorError", "ActorStopped", "MailboxFull", "AskTimeout", "Probe",
+    "InjectedCrash",
     "DEFAULT_ASK_TIMEOUT",
 ]

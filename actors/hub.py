@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -64,6 +65,24 @@ class DrainAll:
 
 
 @dataclass(frozen=True, slots=True)
+class DelayDelivery:
+    """Fault control: hold every message `seconds` before its fan-out (ask; 0 ends it).
+
+    Messages keep their order: one posted after the delay changes waits behind
+    those already held.
+    """
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseDelayed:
+    """The first held message is due (the hub's timer sends it to the hub)."""
+
+    untraced: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time to let every session ping its peer (the hub sends it to itself)."""
 
@@ -94,6 +113,8 @@ class HubActor(Actor):
         self._ticker: gevent.Greenlet | None = None
         self._observe = observe_fan_out
         self._draining: Disconnect | None = None
+        self._delay = 0.0  # seconds each message is held before its fan-out (a fault control)
+        self._held: deque[tuple[float, Deliver]] = deque()  # (due, message), in order
         self.delivered = 0
         self.slow_consumers = 0
 
@@ -104,9 +125,17 @@ class HubActor(Actor):
     def receive(self, message):
         match message:
             case Deliver(posted, handed_at):
+                if self._delay or self._held:
+                    self._hold(message)
+                    return
                 self._fan_out(posted)
                 if self._observe is not None:
                     self._observe(time.monotonic() - handed_at)
+            case ReleaseDelayed():
+                self._release()
+            case DelayDelivery(seconds):
+                self._delay = max(0.0, seconds)
+                return self._delay
             case Join(session):
                 if self._draining is not None:
                     session.stop(self._draining)
@@ -120,6 +149,10 @@ class HubActor(Actor):
                 self._fan_out(KeepAlive(), count=False)
             case DrainAll(reason):
                 self._draining = reason
+                self._delay = 0.0
+                for _, held in self._held:  # held by a fault control: owed to everyone
+                    self._fan_out(held.message)
+                self._held.clear()
                 sessions, self._sessions = self._sessions, set()
                 for session in sessions:
                     session.stop(reason)
@@ -148,6 +181,28 @@ class HubActor(Actor):
         if count:
             self.delivered += len(self._sessions)
 
+    def _hold(self, deliver: Deliver) -> None:
+        self._held.append((time.monotonic() + self._delay, deliver))
+        if len(self._held) == 1:
+            gevent.spawn_later(self._delay, self._tell_self, ReleaseDelayed())
+
+    def _release(self) -> None:
+        """Fan out every held message that is due; wake again for the next one."""
+        now = time.monotonic()
+        while self._held and self._held[0][0] <= now:
+            _, deliver = self._held.popleft()
+            self._fan_out(deliver.message)
+            if self._observe is not None:
+                self._observe(time.monotonic() - deliver.handed_at)
+        if self._held:
+            gevent.spawn_later(max(0.0, self._held[0][0] - now), self._tell_self, ReleaseDelayed())
+
+    def _tell_self(self, message) -> None:
+        try:
+            self.ref.tell(message)
+        except ActorStopped:
+            pass
+
     def _tick_forever(self) -> None:
         while True:
             gevent.sleep(self._tick_seconds)
@@ -166,4 +221,5 @@ class HubActor(Actor):
         outboxes = [s.mailbox_size for s in self._sessions]
         return {"sessions": len(self._sessions), "delivered": self.delivered,
                 "slow_consumers": self.slow_consumers,
+                "delay_ms": round(self._delay * 1000), "held": len(self._held),
                 "outbox_max": max(outboxes, default=0), "outbox_total": sum(outboxes)}

@@ -55,6 +55,18 @@ class ListRoomActors:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomGaveUp:
+    """The rooms' supervisor gave up on `room` (tell): forget it; its next message makes a fresh one."""
+
+    room: ActorRef
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetRooms:
+    """Ask: drop every room and its history, as a restarted server would have (answers how many)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Room:
     """What the registry knows of a room: its actor and its `/api/rooms/{name}` object."""
 
@@ -119,7 +131,7 @@ class RegistryActor(Actor):
         self.run = resume.new_run("m")
         self._seq = 0  # the last message's place in the one order
         self._forgotten_through = 0  # the newest message of any forgotten room
-        self._supervisor = Supervisor("rooms")
+        self._supervisor = Supervisor("rooms", on_give_up=self._gave_up)
         self.forgotten = 0
         self.forgotten_messages = 0
 
@@ -138,12 +150,29 @@ class RegistryActor(Actor):
             case FindRoom(name):
                 entry = self._rooms.get(fold(name))
                 return entry and Room(entry.name, entry.actor, entry.json)
+            case RoomGaveUp(room):
+                key = fold(room.name.removeprefix("room:"))
+                if key in self._rooms and self._rooms[key].actor == room:
+                    self._drop(self._rooms[key])
+                    log.warning("event=room_given_up room=%r rooms=%d", room.name, len(self._rooms))
+            case ForgetRooms():
+                rooms, self._rooms = self._rooms, OrderedDict()
+                self._rooms_body = None
+                self.history_bytes = 0
+                self.run = resume.new_run("m")  # old positions now read as another run's
+                self._forgotten_through = self._seq
+                for entry in rooms.values():
+                    entry.actor.stop()
+                return len(rooms)
             case _:
                 raise TypeError(f"registry cannot handle {message!r}")
 
     def _post(self, draft: Draft, username: str) -> None:
         key = fold(draft.room)
         entry = self._rooms.get(key)
+        if entry is not None and not entry.actor.alive:  # given up on, and not forgotten yet
+            self._drop(entry)
+            entry = None
         if entry is None:
             entry = self._create(key, draft.room)
         else:
@@ -190,14 +219,18 @@ class RegistryActor(Actor):
 
     def _forget(self, entry: _Entry, why: str) -> None:
         """Forget a whole room: it disappears from /api/rooms and its actor stops."""
-        del self._rooms[fold(entry.name)]
-        self.history_bytes -= entry.bytes
+        self._drop(entry)
         entry.actor.stop()
-        self._forgotten_through = max(self._forgotten_through, entry.seq)
-        self._rooms_body = None
         self.forgotten += 1
         log.info("event=room_forgotten room=%r rooms=%d why=%s", entry.name, len(self._rooms),
                  why)
+
+    def _drop(self, entry: _Entry) -> None:
+        """The room is gone from the list; its messages leave the byte count and the replay."""
+        del self._rooms[fold(entry.name)]
+        self.history_bytes -= entry.bytes
+        self._forgotten_through = max(self._forgotten_through, entry.seq)
+        self._rooms_body = None
 
     def _create(self, key: str, name: str) -> _Entry:
         if len(self._rooms) >= self._max_rooms:
@@ -244,6 +277,12 @@ class RegistryActor(Actor):
     def _stamp(self) -> str:
         self._last_created = max(time.time_ns(), self._last_created + 1)
         return format_created(self._last_created)
+
+    def _gave_up(self, room: ActorRef) -> None:
+        try:
+            self.ref.tell(RoomGaveUp(room))
+        except ActorError:
+            pass  # the registry is stopping or swamped: the next post finds the room dead
 
     def on_stop(self, reason) -> None:
         for entry in self._rooms.values():

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from actors.actor import Actor
 from actors.message import Frame
+from actors.supervisor import Supervisor
 
 log = logging.getLogger("nane.session")
 
@@ -43,6 +44,9 @@ class Transport(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (bounded in time) and drop the connection."""
 
+    def go_silent(self) -> None:
+        """Read nothing more until closed (a fault control: the peer sees a dead link)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
@@ -57,9 +61,17 @@ class KeepAlive:
     """The hub's periodic tick: ping the peer when due, close it if it never answered (tell)."""
 
 
+@dataclass(frozen=True, slots=True)
+class GoSilent:
+    """Fault control (ask): stop reading; paused as well, the session then writes nothing either."""
+
+
 SLOW_CONSUMER = Disconnect(1008, "slow consumer")
 GOING_AWAY = Disconnect(1001, "server shutting down")
 PING_TIMEOUT = Disconnect(1011, "ping timeout")
+GAVE_UP = Disconnect(1011, "internal error")
+# A session's run that dies (a bug, or the crash control) is restarted with its outbox intact.
+SUPERVISOR = Supervisor("sessions")
 
 
 class SessionActor(Actor):
@@ -105,6 +117,9 @@ class SessionActor(Actor):
         if type(message) is KeepAlive:
             self._keep_alive()
             return
+        if type(message) is GoSilent:
+            self._transport.go_silent()
+            return True
         frames, tick = [message], False
         for queued in self._pending():
             if type(queued) is KeepAlive:
@@ -156,6 +171,8 @@ class SessionActor(Actor):
         self._transport.close(reason.code, reason.reason)
 
     def on_stop(self, reason) -> None:
+        if reason == "too many restarts":  # its supervisor gave up on it
+            reason = GAVE_UP
         if isinstance(reason, Disconnect):
             if self.closed_with is None:
                 self.closed_with = reason

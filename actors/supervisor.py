@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from typing import Callable
 
-from actors.actor import Actor
+from actors.actor import Actor, ActorRef
 
 log = logging.getLogger("nane.supervisor")
 
@@ -27,13 +28,17 @@ class Supervisor:
         name: shown in the log lines it writes.
         max_restarts: restarts allowed within the window before giving up.
         within_seconds: the sliding window.
+        on_give_up: called with the actor's reference when the supervisor gives
+            up on it (its owner forgets it, say, so the next user gets a fresh one).
     """
 
     def __init__(self, name: str = "supervisor", max_restarts: int = 5,
-                 within_seconds: float = 10.0):
+                 within_seconds: float = 10.0,
+                 on_give_up: Callable[[ActorRef], None] | None = None):
         self.name = name
         self.max_restarts = max_restarts
         self.within_seconds = within_seconds
+        self.on_give_up = on_give_up
 
     def may_restart(self, actor: Actor, error: BaseException) -> bool:
         """`actor`'s run died with `error`: count a restart, or refuse (the actor then stops)."""
@@ -46,6 +51,8 @@ class Supervisor:
         if len(recent) >= self.max_restarts:
             log.critical("supervisor=%s gives up on actor=%s after %d restarts in %ss",
                          self.name, actor.name, len(recent), self.within_seconds)
+            if self.on_give_up is not None:
+                self.on_give_up(actor.ref)
             return False
         recent.append(now)
         actor._restarts += 1

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from actors.actor import ActorError
 from actors.system import start_chat
-from app import actor_view, api, errors, ops, simple_ws, ws
+from app import actor_view, api, controls, errors, ops, simple_ws, ws
 from app.config import Config
 from app.limits import AddressLimits, trusted_proxies
 from app.metrics import Metrics
@@ -47,6 +47,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(ws.bp)
     app.register_blueprint(actor_view.bp)
     app.register_blueprint(ops.bp)
+    controls.install(app)
     app.after_request(api.add_cors)
     app.register_error_handler(HTTPException, api.api_error)
     app.register_error_handler(ActorError, api.server_error)

@@ -18,8 +18,10 @@ from actors.hub import ListSessions
 from actors.message import encode_result
 from actors.registry import ListRoomActors
 from app.api import READ_METHODS, json_response
+from app.controls import controls_of
 
 TRACE_SECONDS = 5.0  # tracing stays on this long after the last look
+ASK_SECONDS = 1.0  # the page polls every half second and gives up after 4
 
 bp = Blueprint("actor_view", __name__)
 
@@ -46,18 +48,29 @@ def actors():
         facts = session.info()
         listed.append({**facts, "outbox": facts["mailbox"],  # the mailbox is the outbox
                        "closed_with": _close(facts.get("closed_with"))})
+    controls = controls_of(current_app)
+    if controls is not None:  # what a fault control last did to each actor, for its card
+        for facts in listed:
+            touched = controls.touched.get(facts["name"])
+            if touched is not None:
+                facts["control"] = touched
     return json_response(encode_result({
         "tracing": tracing.on,
+        "controls": controls is not None,
         "trace_seconds": TRACE_SECONDS,
         "actors": listed,
     }))
 
 
 def _ask_list(actor, question) -> list:
-    try:
-        return actor.ask(question)
-    except ActorError:
-        return []  # stopping or swamped: show what can still be read
+    """The actor's answer; while it is paused, slowed or swamped, the last one it gave."""
+    last = current_app.extensions.setdefault("nane_view_last", {})
+    if not actor.info()["paused"]:
+        try:
+            last[actor.name] = actor.ask(question, timeout=ASK_SECONDS)
+        except ActorError:
+            pass
+    return [ref for ref in last.get(actor.name, []) if ref.alive]
 
 
 def _close(reason) -> dict | None:

@@ -52,6 +52,8 @@ class Config:
     redis_stream_messages: int = 10000  # how far back a ?v=2 client can resume, with Redis
     sentry_dsn: str = ""  # empty: no error reporting, and sentry_sdk is never imported
     sentry_send_pii: bool = False  # message texts and usernames stay out of Sentry unless set
+    controls: bool = False  # fault controls (app/controls.py): never on a public server
+    controls_token: str = ""  # empty: a one-time token is made and printed at start
 
     def __post_init__(self):
         if not self.max_frame_bytes:
@@ -136,6 +138,10 @@ HELP = {
                              "that ?v=2 clients resume from (since=)",
     "sentry_dsn": "report errors to this Sentry DSN",
     "sentry_send_pii": "send message texts, usernames and request data to Sentry too",
+    "controls": "fault controls in /actors and /api/controls/* (crash, slow down, pause, "
+                "disconnect, forget, delay), for lessons and for testing clients",
+    "controls_token": "the token the fault controls answer to (default: a one-time token "
+                      "printed at start)",
 }
 
 # The original Go server's flags (Go's flag package takes -name and --name alike).

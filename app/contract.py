@@ -120,6 +120,28 @@ SCHEMAS: dict[str, dict] = {
         "properties": {"gone": {"type": "string", "minLength": 1},
                        "pos": {"$ref": "#/components/schemas/Position"}},
     },
+    "ControlRequest": {
+        "description": "What a fault control acts on, as a JSON body (or the same keys in the "
+                       "query string). Only the keys a control needs are read.",
+        "type": "object",
+        "properties": {
+            "actor": {"type": "string", "minLength": 1,
+                      "description": "registry, hub, kozma, room:NAME or session:N "
+                                     "(as in /api/actors)"},
+            "ms": {"type": "integer", "minimum": 0, "maximum": 10000,
+                   "description": "slow: added per message; delay: held before fan-out"},
+            "how": {"type": "string", "enum": ["1000", "1001", "1011", "drop", "silent"],
+                    "description": "disconnect: close with this code, drop the TCP "
+                                   "connection with no close frame, or go silent"},
+            "seconds": {"type": "integer", "minimum": 1, "maximum": 600,
+                        "description": "disconnect how=silent: dropped (no close frame) "
+                                       "after this (default 60)"}},
+    },
+    "ControlResult": {
+        "description": "What the control did, and the actor it touched as /api/actors shows it.",
+        "type": "object", "required": ["control"],
+        "properties": {"control": {"type": "string"}, "actor": {"type": "object"}},
+    },
     "Health": {
         "type": "object", "required": ["status"],
         "properties": {"status": {"type": "string"},
@@ -203,6 +225,7 @@ def openapi() -> dict:
         "operationId": "metrics", "summary": "Prometheus metrics (text exposition format)",
         "responses": {"200": {"description": "Metrics",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+    paths.update(_control_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "nane", "version": "1",
@@ -213,6 +236,53 @@ def openapi() -> dict:
         "paths": paths,
         "components": {"schemas": SCHEMAS},
     }
+
+
+_CONTROLS = {
+    "crash": "Crash an actor's run: its supervisor restarts it with state and mailbox intact",
+    "crash-until-give-up": "Crash a room until its supervisor gives up: the registry forgets "
+                           "it, and its next message makes a fresh one",
+    "slow": "Every message the actor handles waits `ms` more (0 ends it)",
+    "pause": "The actor handles no more mail; it piles up",
+    "resume": "A paused actor drains its mail, in order",
+    "disconnect": "Close a session (1000, 1001, 1011), drop its TCP connection with no close "
+                  "frame, or make it go silent",
+    "forget": "Forget every room and its history, restart uptime, close every connection "
+              "with 1001: what clients see after a restart",
+    "delay": "The hub holds every message `ms` before its fan-out (0 ends it)",
+}
+
+
+def _control_paths() -> dict:
+    """The fault controls (app/controls.py): 404 unless started with --controls."""
+    def responses(ok: dict) -> dict:
+        return {"200": _json_response("Done", _result(ok)),
+                "400": _json_response("A parameter is missing or out of range", _ref("Error")),
+                "403": _json_response("Controls on, but no or a wrong token", _ref("Error")),
+                "404": _json_response("Controls off (as for any unknown path), or no such "
+                                      "actor", _ref("Error")),
+                "409": _json_response("Not for this actor, or not in this setup",
+                                      _ref("Error")),
+                "503": _json_response("The registry or the hub did not answer in time",
+                                      _ref("Error"))}
+
+    # Not an OpenAPI `security` requirement: with controls off (the default) even a request
+    # without the token must answer 404, as for any path that does not exist.
+    access = ("404 unless the server was started with --controls; then 403 without the header "
+              "`Authorization: Bearer <token>` (the token printed at start, or "
+              "NANE_CONTROLS_TOKEN).")
+    paths = {"/api/controls": {method: {
+        "operationId": f"{method}_api_controls", "summary": "Which fault controls exist",
+        "description": access, "responses": responses({"type": "object"})}
+        for method in ("get", "post")}}
+    for name, summary in _CONTROLS.items():
+        paths[f"/api/controls/{name}"] = {"post": {
+            "operationId": "control_" + name.replace("-", "_"), "summary": summary,
+            "description": access,
+            "requestBody": {"required": False, "content": {
+                "application/json": {"schema": _ref("ControlRequest")}}},
+            "responses": responses(_ref("ControlResult"))}}
+    return paths
 
 
 def asyncapi() -> dict:

@@ -21,11 +21,13 @@ from actors.session import GOING_AWAY, PING_TIMEOUT, SLOW_CONSUMER, Disconnect
 prometheus_client.disable_created_metrics()
 
 FLOOD = Disconnect(1008, "too many messages")
+BY_CONTROL = "fault control"  # the close reason of every disconnect a fault control makes
 DISCONNECT_REASONS = {SLOW_CONSUMER: "slow_consumer", FLOOD: "flood", PING_TIMEOUT: "ping_timeout",
                       GOING_AWAY: "shutdown"}
 CLOSE_CODE_REASONS = {1009: "too_large", 1007: "invalid_utf8", 1002: "protocol_error",
                       1008: "flood"}
-ALL_DISCONNECT_REASONS = [*DISCONNECT_REASONS.values(), *CLOSE_CODE_REASONS.values(), "client"]
+ALL_DISCONNECT_REASONS = [*DISCONNECT_REASONS.values(), *CLOSE_CODE_REASONS.values(), "client",
+                          "control"]
 REFUSAL_REASONS = ["full", "shutting_down", "address_full"]
 DROPPED_BEFORE_PARSING = ["rate_limited", "binary"]
 
@@ -62,6 +64,9 @@ class Metrics:
         self.fan_out = Histogram(
             "nane_fan_out_seconds", "From a room handing a message to the hub until every "
             "outbox has it", buckets=FAN_OUT_BUCKETS, registry=registry)
+        self.controls = Counter(
+            "nane_controls", "Fault controls used (only with --controls), by control",
+            ["control"], registry=registry)
         for reason in REFUSAL_REASONS:
             self.refused.labels(reason)
         for reason in ALL_DISCONNECT_REASONS:
@@ -75,7 +80,8 @@ class Metrics:
 
     def disconnected(self, reason: Disconnect | None, close_code: int | None) -> None:
         if reason is not None:
-            label = DISCONNECT_REASONS.get(reason, "client")
+            label = DISCONNECT_REASONS.get(reason) or (
+                "control" if reason.reason.startswith(BY_CONTROL) else "client")
         else:
             label = CLOSE_CODE_REASONS.get(close_code, "client")
         self.disconnects.labels(label).inc()

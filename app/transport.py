@@ -33,6 +33,7 @@ import struct
 from typing import Callable
 
 import gevent
+from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
 from actors.message import Frame
@@ -117,11 +118,21 @@ class WebSocketTransport:
         self._frames_since_yield = 0
         self.closed = False
         self.error_code: int | None = None  # the close code when the client broke a rule
+        self._silent: AsyncResult | None = None  # set by `go_silent`, a fault control
+
+    def go_silent(self) -> None:
+        """A fault control: read nothing more (the peer's frames stay in the kernel) until closed."""
+        if self._silent is None:
+            self._silent = AsyncResult()
+            if self.closed:
+                self._silent.set(None)
 
     # -- reading ------------------------------------------------------------------
 
     def receive(self) -> str | Binary | None:
         """The next message, or None once the connection is closed."""
+        if self._silent is not None:
+            return self._silent.wait()
         try:
             return self._read_message()
         except UnicodeDecodeError:
@@ -333,6 +344,8 @@ class WebSocketTransport:
             self._socket.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if self._silent is not None:
+            self._silent.set(None)
         on_closed, self._on_closed = self._on_closed, None
         if on_closed is not None:
             on_closed()

@@ -24,7 +24,7 @@ from actors.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, e
                             parse_frame)
 from actors.registry import Post
 from actors.resume import Resume
-from actors.session import Disconnect, SessionActor
+from actors.session import SUPERVISOR as SESSIONS, Disconnect, SessionActor
 from app.limits import FloodGuard
 from app.metrics import FLOOD
 from app.ops import Connections
@@ -189,7 +189,7 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
     name = f"session:{next(_session_numbers)}"
     session = SessionActor(name, transport, username, config.max_outbox_messages,
                            config.ping_interval_seconds, config.ping_timeout_seconds,
-                           config.max_outbox_bytes, positions=extensions).start()
+                           config.max_outbox_bytes, positions=extensions).start(SESSIONS)
     since = since_from_query(query) if extensions else None
     if since is None:
         chat.hub.tell(Join(session))

@@ -27,6 +27,21 @@ CONVERSATION = [
 ]
 
 
+def chatting(playwright, server: Server, path: str):
+    """Debian's chromium, and alice, bob and carol logged in to the chat at `path`."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=CHROMIUM_ARGS)
+    pages = {}
+    for name in ("alice", "bob", "carol"):
+        page = browser.new_context(viewport=DESKTOP).new_page()
+        page.goto(server.base + path)
+        page.fill("#username", name)
+        page.click("#login-submit")
+        expect(page.locator("#status")).to_have_attribute("data-state", "online")
+        pages[name] = page
+    return browser, pages
+
+
 def main() -> None:
     out = ROOT / "docs"
     logs = tempfile.TemporaryDirectory()
@@ -34,16 +49,7 @@ def main() -> None:
                     {"kozma": 1, "kozma_first_delay": 0.5, "kozma_max_pause": 20}, Path(logs.name))
     try:
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=CHROMIUM_ARGS)
-            pages = {}
-            for name in ("alice", "bob", "carol"):
-                page = browser.new_context(viewport=DESKTOP).new_page()
-                page.goto(server.base + "/")
-                page.fill("#username", name)
-                page.click("#login-submit")
-                expect(page.locator("#status")).to_have_attribute("data-state", "online")
-                pages[name] = page
+            browser, pages = chatting(playwright, server, "/")
             for name, room, text in CONVERSATION:
                 page = pages[name]
                 if page.locator("#room-title").text_content() != room:

@@ -3,6 +3,10 @@
 // Polling is what switches the server's message tracing on (it stays on for a
 // few seconds after the last poll), so this page costs the server nothing once
 // it is closed or paused. Every name and message is put on the page as text.
+//
+// With the server started with --controls, the page also carries fault
+// controls: it asks for the token printed at start (or takes it from the
+// link's #token=...), and each card gets buttons that call /api/controls/*.
 "use strict";
 
 (() => {
@@ -27,13 +31,24 @@
     forgotten: "forgotten",
     posted: "posted",
   };
-  const HIDDEN = new Set(["name", "kind", "alive", "recent", "room", "username", "mailbox_limit"]);
+  const HIDDEN = new Set(["name", "kind", "alive", "recent", "room", "username", "mailbox_limit",
+    "paused", "slow_ms", "delay_ms", "control"]);
+  const TOKEN_KEY = "nane.controls.token"; // sessionStorage: forgotten with the tab
+  const DISCONNECTS = [
+    ["1000", "close 1000 (normal)"],
+    ["1001", "close 1001 (going away)"],
+    ["1011", "close 1011 (server error)"],
+    ["drop", "drop TCP, no close frame"],
+    ["silent", "go silent"],
+  ];
 
   const $ = (id) => document.getElementById(id);
   const cards = new Map(); // actor name -> {li, values: Map stat -> element, last: info}
   let paused = false;
   let timer = 0;
   let inFlight = false;
+  // Fault controls: `available` when the server has them on, `on` once our token works.
+  const faults = { available: false, on: false, token: "", checking: false };
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -81,8 +96,10 @@
     bar.hidden = true;
     const stats = el("dl", "stats");
     const recent = el("ol", "recent");
-    li.append(head, bar, stats, recent);
-    const card = { li, bar, stats, recent, values: new Map(), last: null, recentKey: "" };
+    const faultState = el("p", "fault-state");
+    li.append(head, bar, stats, faultState, recent);
+    const card = { li, bar, stats, recent, faultState, values: new Map(), last: null, recentKey: "",
+      buttons: null };
     cards.set(actor.name, card);
     return card;
   }
@@ -139,7 +156,186 @@
         }),
       );
     }
+    updateFaults(card, actor);
     card.last = actor;
+  }
+
+  // ---- fault controls -----------------------------------------------------
+
+  function faultMs() {
+    const value = Number.parseInt($("fault-ms").value, 10);
+    return Number.isFinite(value) ? Math.min(10000, Math.max(0, value)) : 500;
+  }
+
+  async function callControl(name, body) {
+    const ctl = new AbortController();
+    const abort = setTimeout(() => ctl.abort(), 30000); // crash-until-give-up takes a while
+    try {
+      const response = await fetch("/api/controls" + (name ? "/" + name : ""), {
+        method: "POST",
+        cache: "no-store",
+        signal: ctl.signal,
+        headers: { "Content-Type": "application/json", Authorization: "Bearer " + faults.token },
+        body: JSON.stringify(body || {}),
+      });
+      const answer = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        const err = new Error(typeof answer.error === "string" ? answer.error : `HTTP ${response.status}`);
+        err.status = response.status;
+        throw err;
+      }
+      return answer.result;
+    } finally {
+      clearTimeout(abort);
+    }
+  }
+
+  function controlStatus(text, isError) {
+    const status = $("controls-status");
+    status.textContent = text;
+    status.classList.toggle("error", Boolean(isError));
+  }
+
+  async function run(label, name, body) {
+    controlStatus(`${label}…`);
+    try {
+      await callControl(name, body);
+      controlStatus(`${label}: done`);
+    } catch (err) {
+      controlStatus(`${label}: ${err.message}`, true);
+      if (err.status === 403) checkToken();
+    }
+  }
+
+  function makeButtons(card, actor) {
+    const box = el("div", "faults");
+    const name = actor.name;
+    const buttons = {};
+    const add = (key, label, onClick, danger) => {
+      const button = el("button", danger ? "danger" : "", label);
+      button.type = "button";
+      button.dataset.control = key;
+      button.addEventListener("click", onClick);
+      box.append(button);
+      buttons[key] = button;
+    };
+    add("crash", "crash", () => run(`crash ${name}`, "crash", { actor: name }), true);
+    add("pause", "pause", () => {
+      const control = card.last && card.last.paused ? "resume" : "pause";
+      run(`${control} ${name}`, control, { actor: name });
+    });
+    add("slow", "slow down", () => {
+      const ms = card.last && card.last.slow_ms ? 0 : faultMs();
+      run(`slow ${name} to ${ms} ms`, "slow", { actor: name, ms });
+    });
+    if (actor.kind === "room") {
+      add("crash-until-give-up", "crash until it gives up",
+        () => run(`crash ${name} until it gives up`, "crash-until-give-up", { actor: name }), true);
+    }
+    if (actor.kind === "session") {
+      const how = el("select", "");
+      how.setAttribute("aria-label", "how to disconnect");
+      for (const [value, label] of DISCONNECTS) {
+        const option = el("option", "", label);
+        option.value = value;
+        how.append(option);
+      }
+      box.append(how);
+      buttons.how = how;
+      add("disconnect", "disconnect",
+        () => run(`disconnect ${name} (${how.value})`, "disconnect", { actor: name, how: how.value }), true);
+    }
+    if (actor.kind === "hub") {
+      add("delay", "delay delivery", () => {
+        const ms = card.last && card.last.delay_ms ? 0 : faultMs();
+        run(`delay delivery by ${ms} ms`, "delay", { ms });
+      });
+    }
+    if (actor.kind === "registry") {
+      add("forget", "forget everything", () => run("forget everything", "forget", {}), true);
+    }
+    card.li.insertBefore(box, card.faultState);
+    card.buttons = buttons;
+    card.buttonBox = box;
+  }
+
+  function updateFaults(card, actor) {
+    if (faults.on && !card.buttons && actor.alive !== false) makeButtons(card, actor);
+    if (!faults.on && card.buttons) {
+      card.buttonBox.remove();
+      card.buttons = null;
+    }
+    if (card.buttons) {
+      card.buttons.pause.textContent = actor.paused ? "resume" : "pause";
+      card.buttons.slow.textContent = actor.slow_ms ? "normal speed" : "slow down";
+      if (card.buttons.delay) card.buttons.delay.textContent = actor.delay_ms ? "deliver at once" : "delay delivery";
+    }
+    const notes = [];
+    if (actor.paused) notes.push("paused");
+    if (actor.slow_ms) notes.push(`slowed: +${actor.slow_ms} ms per message`);
+    if (actor.delay_ms) notes.push(`delivery delayed ${actor.delay_ms} ms`);
+    const last = actor.control;
+    if (last && typeof last.control === "string") {
+      notes.push(`last control: ${last.control}` + (Number.isFinite(last.at) ? ` at ${formatAt(last.at)}` : ""));
+    }
+    card.faultState.textContent = notes.join(" · ");
+  }
+
+  function showFaults() {
+    $("controls-bar").hidden = !faults.on;
+    $("controls-login").hidden = !faults.available || faults.on;
+    for (const card of cards.values()) if (card.last) updateFaults(card, card.last);
+  }
+
+  // Does our token open the controls? 403: ask for it; 404: they are off.
+  async function checkToken() {
+    if (faults.checking) return;
+    faults.checking = true;
+    try {
+      if (faults.token) {
+        await callControl("", {});
+        faults.on = true;
+      } else {
+        faults.on = false;
+      }
+    } catch (err) {
+      faults.on = false;
+      if (err.status === 403) {
+        faults.token = "";
+        try {
+          sessionStorage.removeItem(TOKEN_KEY);
+        } catch {
+          // storage disabled
+        }
+      }
+      if (err.status === 404) faults.available = false;
+    } finally {
+      faults.checking = false;
+      showFaults();
+    }
+  }
+
+  function setAvailable(available) {
+    if (available === faults.available) return;
+    faults.available = available;
+    if (available) checkToken();
+    else {
+      faults.on = false;
+      showFaults();
+    }
+  }
+
+  function takeTokenFromLink() {
+    const match = /^#token=(.+)$/.exec(location.hash);
+    try {
+      if (match) {
+        sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+        history.replaceState(null, "", location.pathname + location.search); // out of sight
+      }
+      faults.token = sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch {
+      if (match) faults.token = decodeURIComponent(match[1]);
+    }
   }
 
   function render(view) {
@@ -171,6 +367,7 @@
     $("sessions-empty").hidden = order.sessions.length > 0;
     $("rooms-count").textContent = `(${order.rooms.length})`;
     $("sessions-count").textContent = `(${order.sessions.length})`;
+    setAvailable(view.controls === true);
     $("summary").textContent = view.tracing
       ? `Tracing is on while this page is open (it switches off ${view.trace_seconds ?? "a few"} s after the last look).`
       : "Tracing is off.";
@@ -220,5 +417,18 @@
     }
   });
 
+  $("controls-login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    faults.token = $("controls-token").value.trim();
+    $("controls-token").value = "";
+    try {
+      sessionStorage.setItem(TOKEN_KEY, faults.token);
+    } catch {
+      // storage disabled: kept for this page only
+    }
+    checkToken();
+  });
+
+  takeTokenFromLink();
   poll();
 })();
