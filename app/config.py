@@ -140,8 +140,8 @@ HELP = {
     "sentry_send_pii": "send message texts, usernames and request data to Sentry too",
     "controls": "fault controls in /actors and /api/controls/* (crash, slow down, pause, "
                 "disconnect, forget, delay), for lessons and for testing clients",
-    "controls_token": "the token the fault controls answer to (default: a one-time token "
-                      "printed at start)",
+    "controls_token": "the token the fault controls answer to; unset, a one-time token is "
+                      "made and printed at start",
 }
 
 # The original Go server's flags (Go's flag package takes -name and --name alike).
@@ -247,7 +247,7 @@ def _describe(key: str, kind: str) -> str:
 
 
 METAVARS = {"addr": "HOST:PORT", "redis_url": "URL", "sentry_dsn": "DSN",
-            "forwarded_allow_ips": "ADDRESSES"}
+            "forwarded_allow_ips": "ADDRESSES", "controls_token": "TOKEN"}
 
 
 def _flag(key: str) -> str:
@@ -269,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
         else:
             default = f.default if f.default not in ("", 0) else (
                 "that formula" if f.name == "max_frame_bytes" else "none")
-            metavar = METAVARS.get(f.name) or {"int": "N", "float": "SECONDS"}[f.type]
+            metavar = METAVARS.get(f.name) or {"int": "N", "float": "SECONDS"}.get(f.type, "TEXT")
             cli.add_argument(*names, dest=f.name, default=None, metavar=metavar,
                              help=f"{HELP[f.name]} (default {default}; env {env})")
     return cli

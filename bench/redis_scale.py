@@ -86,7 +86,9 @@ def start_server(log_dir: Path, redis_url: str | None,
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NANE_") and k != "REDIS_URL"}
     env.update(NANE_MAX_MESSAGES_PER_SECOND="1000000", NANE_MAX_FLOOD_SECONDS="1000000",
-               NANE_MAX_OUTBOX_MESSAGES="1000000", NANE_MAX_MESSAGES_IN_ROOM="1024")
+               NANE_MAX_OUTBOX_MESSAGES="1000000", NANE_MAX_MESSAGES_IN_ROOM="1024",
+               NANE_MAX_CONNECTIONS_PER_ADDRESS="1000000",
+               NANE_MAX_MESSAGES_PER_SECOND_PER_ADDRESS="1000000")
     if redis_url:
         env["NANE_REDIS_URL"] = redis_url
     with open(log_dir / f"nane-{port}.log", "wb") as log:

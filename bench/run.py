@@ -45,12 +45,15 @@ SCENARIOS = ["broadcast", "capacity", "idle", "chat", "http", "rooms", "crowd"]
 
 # nane's protective limits, lifted for a benchmark (both run modes read these;
 # the references ignore them): one sender posts thousands of messages a
-# second here, and capacity goes past 10000 connections. `--nane-args` can
+# second here, capacity goes past 10000 connections, all from one address. `--nane-args` can
 # still override them for `python -m app`.
 NANE_ENV = {
     "NANE_MAX_MESSAGES_PER_SECOND": "1000000",
     "NANE_MAX_FLOOD_SECONDS": "1000000",
     "NANE_MAX_CONNECTIONS": "15000",
+    # every benchmark client comes from 127.0.0.1: one address
+    "NANE_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+    "NANE_MAX_MESSAGES_PER_SECOND_PER_ADDRESS": "1000000",
 }
 
 

@@ -325,7 +325,6 @@ def test_stalled_readers_hold_shared_frames_not_copies(start_server, mode):
 
 
 @slow
-@pytest.mark.xfail(strict=False, reason="outbox byte bound lands with issue 11")
 def test_a_stalled_reader_is_cut_off_by_its_outbox_byte_budget(start_server):
     server = start_server(max_outbox_bytes=2 * MiB, max_message_length=60000, max_messages_per_second=100000,
                           max_flood_seconds=1000, write_timeout_seconds=1000)
@@ -343,7 +342,8 @@ def test_a_stalled_reader_is_cut_off_by_its_outbox_byte_budget(start_server):
 @pytest.mark.parametrize("mode", MODES)
 def test_history_readers_that_never_read_cost_no_copies_and_are_dropped(start_server, mode):
     server = start_server(mode, max_message_length=60000, max_messages_per_second=100000, max_flood_seconds=1000,
-                          http_idle_timeout_seconds=8)
+                          http_idle_timeout_seconds=8,
+                          max_outbox_bytes=64 * MiB)  # the poster reads its 9 MB of echoes late
     poster = server.connect("poster")
     poster.settimeout(30)
     for i in range(150):
