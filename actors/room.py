@@ -49,7 +49,7 @@ class RoomActor(Actor):
         max_messages: how many messages the room keeps.
     """
 
-    __slots__ = ("room", "_history", "_history_body")
+    __slots__ = ("room", "_history", "_history_body", "_appended")
 
     kind = "room"
     hibernate = True  # one message now and then: no mailbox kept between them
