@@ -1,14 +1,14 @@
 """The heart of nane: actors that own all state and talk only through messages.
 
-Follow one message: `app/ws.py` reads the frame -> `message.parse_frame`
+Follow one message: `app/websocket/route.py` reads the frame -> `message.parse_frame`
 validates it -> `registry.RegistryActor` finds or creates the room, stamps the
 message and hands it on -> `room.RoomActor` keeps it in the history, and
 `hub.HubActor` passes it to every `session.SessionActor`, which writes it to
 its socket.
 """
 
-from actors.actor import Actor, ActorError, ActorRef, ActorStopped, AskTimeout, MailboxFull
-from actors.supervisor import Supervisor
+from actors.runtime.actor import Actor, ActorError, ActorRef, ActorStopped, AskTimeout, MailboxFull
+from actors.runtime.supervisor import Supervisor
 
 __all__ = ["Actor", "ActorError", "ActorRef", "ActorStopped", "AskTimeout", "MailboxFull",
            "Supervisor"]

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from actors.actor import ActorRef
-from actors.hub import HubActor
-from actors.kozma import KozmaActor
-from actors.registry import RegistryActor
-from actors.supervisor import Supervisor
+from actors.runtime.actor import ActorRef
+from actors.chat.hub import HubActor
+from actors.chat.kozma import KozmaActor
+from actors.chat.registry import RegistryActor
+from actors.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:  # the Redis modules load only when Redis is configured
-    from actors.listener import Listener
-    from actors.store import RedisStore
+    from actors.shared_rooms.listener import Listener
+    from actors.shared_rooms.store import RedisStore
 
 FIRST_SUBSCRIBE_TIMEOUT = 10.0  # seconds a starting process waits for Redis before serving anyway
 
@@ -60,9 +60,9 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     hub = HubActor(keepalive_tick, observe_fan_out).start(supervisor)
     listener = store = None
     if redis_url:
-        from actors.listener import Listener
-        from actors.shared import SharedRegistryActor
-        from actors.store import STREAM_MESSAGES, RedisStore
+        from actors.shared_rooms.listener import Listener
+        from actors.shared_rooms.shared import SharedRegistryActor
+        from actors.shared_rooms.store import STREAM_MESSAGES, RedisStore
 
         store = RedisStore(redis_url, max_messages_in_room, max_rooms,
                            stream_messages=redis_stream_messages or STREAM_MESSAGES)

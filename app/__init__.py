@@ -7,19 +7,23 @@ import time
 from flask import Flask, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from actors.actor import ActorError
+from actors.runtime.actor import ActorError
 from actors.system import start_chat
-from app import actor_view, api, controls, errors, ops, simple_ws, ws
+from app import errors
+from app.api import routes as api
+from app.ops import controls, service as ops
+from app.pages import actor_view
+from app.websocket import route as ws, simple_ws
 from app.config import Config
-from app.limits import AddressLimits, trusted_proxies
-from app.metrics import Metrics
+from app.ops.limits import AddressLimits, trusted_proxies
+from app.ops.metrics import Metrics
 
 
 def create_app(config: Config | None = None) -> Flask:
     """Start the chat's actors and build the Flask app that talks to them."""
     config = config or Config()
     errors.setup(config)  # Sentry, when a DSN is configured
-    app = Flask(__name__, static_folder="static")
+    app = Flask(__name__, static_folder="pages/static")
     app.config["NANE"] = config
     app.config["NANE_STARTED_NS"] = time.monotonic_ns()
     app.config["SOCK_SERVER_OPTIONS"] = simple_ws.SERVER_OPTIONS
@@ -52,7 +56,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_error_handler(HTTPException, api.api_error)
     app.register_error_handler(ActorError, api.server_error)
     if config.redis_url:
-        from actors.store import StoreUnavailable
+        from actors.shared_rooms.store import StoreUnavailable
 
         app.register_error_handler(StoreUnavailable, api.storage_unavailable)
 

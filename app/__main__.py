@@ -15,7 +15,7 @@ from gevent.event import Event  # noqa: E402
 from app import create_app  # noqa: E402
 from app import logs  # noqa: E402
 from app.config import load_or_exit  # noqa: E402
-from app.ops import stop_gracefully  # noqa: E402
+from app.ops.service import stop_gracefully  # noqa: E402
 from app.server import make_server  # noqa: E402
 
 log = logging.getLogger("nane")

@@ -52,7 +52,7 @@ class Config:
     redis_stream_messages: int = 10000  # how far back a ?v=2 client can resume, with Redis
     sentry_dsn: str = ""  # empty: no error reporting, and sentry_sdk is never imported
     sentry_send_pii: bool = False  # message texts and usernames stay out of Sentry unless set
-    controls: bool = False  # fault controls (app/controls.py): never on a public server
+    controls: bool = False  # fault controls (app/ops/controls.py): never on a public server
     controls_token: str = ""  # empty: a one-time token is made and printed at start
 
     def __post_init__(self):

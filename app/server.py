@@ -3,7 +3,7 @@
 The same handler serves gunicorn's GeventWebSocketWorker (gunicorn.conf.py puts
 it in place). What the stock handler does not do:
 
-- refuse a malformed handshake with a 4xx and a short reason (app/ws.py
+- refuse a malformed handshake with a 4xx and a short reason (app/websocket/route.py
   `handshake_refusal`), a nameless `/ws` with HTTP 401, and a full or stopping
   server with 503 (429 for one address's share), before the upgrade (SPEC):
   the handler then leaves the request to the app;
@@ -28,9 +28,9 @@ import gevent
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from app.ops import connections_of, cut_when_late
-from actors.message import encode_error
-from app.ws import handshake_refusal, username_from_query
+from app.ops.service import connections_of, cut_when_late
+from actors.chat.message import encode_error
+from app.websocket.route import handshake_refusal, username_from_query
 
 log = logging.getLogger("nane.server")
 
@@ -218,7 +218,7 @@ def prepare_gunicorn_worker(worker) -> None:
     connection. We take SIGTERM over: tell gunicorn's loop to stop (it closes
     the listener within a second), then close every websocket with 1001.
     """
-    from app.ops import stop_gracefully
+    from app.ops.service import stop_gracefully
 
     app = worker.wsgi
     if connections_of(app) is None:

@@ -20,10 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
-from actors.hub import HubActor, Join  # noqa: E402
-from actors.message import Draft  # noqa: E402
-from actors.registry import Post, RegistryActor  # noqa: E402
-from actors.session import SessionActor  # noqa: E402
+from actors.chat.hub import HubActor, Join  # noqa: E402
+from actors.chat.message import Draft  # noqa: E402
+from actors.chat.registry import Post, RegistryActor  # noqa: E402
+from actors.chat.session import SessionActor  # noqa: E402
 
 
 class CountingTransport:
@@ -126,7 +126,7 @@ def main():
 
 
 def _probe():
-    from actors.actor import Probe
+    from actors.runtime.actor import Probe
     return Probe()
 
 

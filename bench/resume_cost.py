@@ -18,11 +18,11 @@ import time
 import gevent
 from gevent.event import Event
 
-from actors.hub import HubActor
-from actors.message import Draft
-from actors.registry import Post, RegistryActor
-from actors.resume import Resume
-from actors.session import SessionActor
+from actors.chat.hub import HubActor
+from actors.chat.message import Draft
+from actors.chat.registry import Post, RegistryActor
+from actors.chat.resume import Resume
+from actors.chat.session import SessionActor
 
 REPLAY = 1000  # messages after the position (all of them still in a room of 1024)
 ROUNDS = 20

@@ -586,15 +586,15 @@ def test_messages_per_address_are_limited_and_forwarded_for_only_from_a_trusted_
 # -- the one library internal we rely on ---------------------------------------------------
 
 def test_simple_websocket_is_still_what_simple_ws_expects():
-    """app/simple_ws.py drives simple-websocket through internals: fail loudly if they move."""
+    """app/websocket/simple_ws.py drives simple-websocket through internals: fail loudly if they move."""
     import importlib.metadata
     import inspect
 
     import simple_websocket
 
-    from app import simple_ws
+    from app.websocket import simple_ws
 
-    assert importlib.metadata.version("simple-websocket") == "1.1.0", "re-check app/simple_ws.py"
+    assert importlib.metadata.version("simple-websocket") == "1.1.0", "re-check app/websocket/simple_ws.py"
     assert "thread_class" in inspect.signature(simple_websocket.Server.__init__).parameters
     base = inspect.getsource(simple_websocket.ws.Base)
     assert "self.thread = thread_class(target=self._thread)" in base

@@ -9,14 +9,14 @@ import gevent
 import greenlet
 import pytest
 
-from actors.actor import Actor, ActorStopped, AskTimeout, MailboxFull, Probe
-from actors.dispatcher import MAX_IDLE_WORKERS
-from actors.hub import HubActor, Join
-from actors.message import Draft, Frame
-from actors.registry import FindRoom, ListRooms, Post, RegistryActor
-from actors.room import GetHistory, RoomActor
-from actors.session import SLOW_CONSUMER, SessionActor
-from actors.supervisor import Supervisor
+from actors.runtime.actor import Actor, ActorStopped, AskTimeout, MailboxFull, Probe
+from actors.runtime.dispatcher import MAX_IDLE_WORKERS
+from actors.chat.hub import HubActor, Join
+from actors.chat.message import Draft, Frame
+from actors.chat.registry import FindRoom, ListRooms, Post, RegistryActor
+from actors.chat.room import GetHistory, RoomActor
+from actors.chat.session import SLOW_CONSUMER, SessionActor
+from actors.runtime.supervisor import Supervisor
 
 TIMEOUT = 2.0
 

@@ -2,7 +2,7 @@
 
 Schemathesis generates requests from the server's own `/api/openapi.json` and
 checks every answer against it (status codes, content types, schemas, headers,
-undeclared methods). The AsyncAPI file in docs/ must be what app/contract.py
+undeclared methods). The AsyncAPI file in docs/ must be what app/api/contract.py
 generates, and real websocket frames must validate against the same schemas.
 """
 
@@ -14,7 +14,7 @@ import sys
 
 import jsonschema
 
-from app import contract
+from app.api import contract
 from tests.conftest import ROOT, receive, send
 from tests.ops_helpers import figure
 
@@ -22,7 +22,7 @@ from tests.ops_helpers import figure
 def test_asyncapi_document_in_docs_is_generated_from_the_code():
     on_disk = (ROOT / "docs" / "asyncapi.json").read_text(encoding="utf-8")
     assert on_disk == contract.render(contract.asyncapi()), (
-        "docs/asyncapi.json is stale: run `python -m app.contract > docs/asyncapi.json`")
+        "docs/asyncapi.json is stale: run `python -m app.api.contract > docs/asyncapi.json`")
 
 
 def test_served_openapi_is_the_generated_one_and_every_schema_is_valid(server):

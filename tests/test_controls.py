@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from app.contract import openapi
+from app.api.contract import openapi
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import (client_frame, metric, raw_upgrade, read_frames_until_end,
                                wait_for)

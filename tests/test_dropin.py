@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from actors.message import BadFrame, Limits, Ping, parse_frame
+from actors.chat.message import BadFrame, Limits, Ping, parse_frame
 from tests.conftest import ROOT, receive, receive_close, send
 from tests.ops_helpers import metric, raw_upgrade, wait_for
 

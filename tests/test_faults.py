@@ -1,6 +1,6 @@
 """The runtime's fault methods and the actors' fault messages, without a network.
 
-What app/controls.py relies on: a crash restarts the same actor with its
+What app/ops/controls.py relies on: a crash restarts the same actor with its
 state and mailbox, a pause piles mail up and a resume drains it in order, a
 slowed actor takes its delay per message, a room its supervisor gave up on is
 forgotten and the next message makes a fresh one, and held deliveries keep
@@ -12,14 +12,14 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from actors.actor import ActorStopped, Probe
-from actors.hub import DelayDelivery, HubActor, Join
-from actors.message import Draft
-from actors.registry import FindRoom, ForgetRooms, ListRooms, Post, RegistryActor
-from actors.room import GetHistory
-from actors.supervisor import Supervisor
+from actors.runtime.actor import ActorStopped, Probe
+from actors.chat.hub import DelayDelivery, HubActor, Join
+from actors.chat.message import Draft
+from actors.chat.registry import FindRoom, ForgetRooms, ListRooms, Post, RegistryActor
+from actors.chat.room import GetHistory
+from actors.runtime.supervisor import Supervisor
 from tests.test_actors import TIMEOUT, ListTransport, Recorder
-from actors.session import SessionActor
+from actors.chat.session import SessionActor
 
 
 def wait_until(condition, what: str):

@@ -23,7 +23,7 @@ import websocket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import contract
+from app.api import contract
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import figure, metric
 

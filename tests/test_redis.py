@@ -314,7 +314,7 @@ def test_redis_killed_mid_traffic_and_restarted(shared, redis_server):  # noqa: 
 
 
 def test_messages_stored_by_lua_are_the_bytes_the_in_memory_server_makes(shared, redis_server):  # noqa: F811
-    from actors.message import Message, encode_list
+    from actors.chat.message import Message, encode_list
 
     server = shared()
     texts = ['quote " backslash \\ slash / tab \t end', "Привет, 世界 🎉", "<b>&amp;</b>",

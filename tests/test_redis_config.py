@@ -7,7 +7,7 @@ import runpy
 
 import pytest
 
-from actors.store import redact
+from actors.shared_rooms.store import redact
 from app.config import ConfigError, load
 from tests.conftest import ROOT
 

@@ -8,13 +8,13 @@ import random
 import gevent
 import pytest
 
-from actors import resume
-from actors.actor import Actor
-from actors.hub import HubActor, Leave
-from actors.message import Draft, Message
-from actors.registry import Post, RegistryActor
-from actors.room import GetHistory
-from actors.session import SessionActor
+from actors.chat import resume
+from actors.runtime.actor import Actor
+from actors.chat.hub import HubActor, Leave
+from actors.chat.message import Draft, Message
+from actors.chat.registry import Post, RegistryActor
+from actors.chat.room import GetHistory
+from actors.chat.session import SessionActor
 from tests.test_actors import TIMEOUT, ListTransport, wait_for
 
 ROOMS = ["alpha", "Beta", "gamma", "delta", "epsilon"]
@@ -93,7 +93,7 @@ def test_the_seam_has_no_gap_and_no_duplicate_at_a_random_cut(repeat):
 
 
 def histories(registry) -> dict[str, list]:
-    from actors.registry import ListRoomActors
+    from actors.chat.registry import ListRoomActors
     found = {}
     for room in registry.ask(ListRoomActors(), timeout=TIMEOUT):
         body = json.loads(room.ask(GetHistory(), timeout=TIMEOUT))["result"]

@@ -8,9 +8,9 @@ import time
 
 import redis
 
-from actors import resume
-from actors.message import Draft
-from actors.store import READER_NAME, RedisStore
+from actors.chat import resume
+from actors.chat.message import Draft
+from actors.shared_rooms.store import READER_NAME, RedisStore
 from tests.conftest import RECEIVE_TIMEOUT, receive, send
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 from tests.test_redis import shared, wait_until_serving  # noqa: F401  (a fixture)

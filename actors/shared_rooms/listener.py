@@ -13,7 +13,7 @@ id, so this process's clients miss nothing that was stored meanwhile. While
 the link is down the store refuses work; websockets stay open.
 
 Being the one that hands messages to the hub, the listener is also where a
-`?v=2&since=` client resumes (see actors/resume.py): between two reads it
+`?v=2&since=` client resumes (see actors/chat/resume.py): between two reads it
 replays the stream after the client's position into the session's outbox and
 then joins the session to the hub, so the live stream starts right after the
 last replayed message, whichever process the client saw it on.
@@ -34,11 +34,11 @@ import gevent
 from gevent.event import Event
 from redis.exceptions import RedisError
 
-from actors import resume
-from actors.actor import ActorRef
-from actors.hub import Deliver
-from actors.message import Message
-from actors.store import STREAM_ID, RedisStore
+from actors.chat import resume
+from actors.runtime.actor import ActorRef
+from actors.chat.hub import Deliver
+from actors.chat.message import Message
+from actors.shared_rooms.store import STREAM_ID, RedisStore
 
 log = logging.getLogger("nane.redis")
 

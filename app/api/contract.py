@@ -3,7 +3,7 @@
 `SCHEMAS` describes every JSON shape on the wire (docs/protocol.md). `openapi()` builds
 the OpenAPI 3.1 document served at `/api/openapi.json`; `asyncapi()` builds the
 AsyncAPI 3.0 document of the websocket protocol, kept in docs/asyncapi.json
-(regenerate with `python -m app.contract > docs/asyncapi.json`; a test fails
+(regenerate with `python -m app.api.contract > docs/asyncapi.json`; a test fails
 when the file and the code disagree). The tests validate what the server
 sends against these same schemas, so the documents cannot drift from the code.
 """
@@ -254,7 +254,7 @@ _CONTROLS = {
 
 
 def _control_paths() -> dict:
-    """The fault controls (app/controls.py): 404 unless started with --controls."""
+    """The fault controls (app/ops/controls.py): 404 unless started with --controls."""
     def responses(ok: dict) -> dict:
         return {"200": _json_response("Done", _result(ok)),
                 "400": _json_response("A parameter is missing or out of range", _ref("Error")),

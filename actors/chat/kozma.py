@@ -12,9 +12,9 @@ from pathlib import Path
 
 import gevent
 
-from actors.actor import Actor, ActorRef
-from actors.message import Draft
-from actors.registry import Post
+from actors.runtime.actor import Actor, ActorRef
+from actors.chat.message import Draft
+from actors.chat.registry import Post
 
 USERNAME = "Козьма Прутков"
 ROOM = "kozma"

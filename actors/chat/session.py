@@ -22,15 +22,15 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from actors.actor import Actor
-from actors.message import Frame
-from actors.supervisor import Supervisor
+from actors.runtime.actor import Actor
+from actors.chat.message import Frame
+from actors.runtime.supervisor import Supervisor
 
 log = logging.getLogger("nane.session")
 
 
 class Transport(Protocol):
-    """What a session needs from a websocket (see app/transport.py)."""
+    """What a session needs from a websocket (see app/websocket/transport.py)."""
 
     def send(self, frames: list[Frame]) -> None:
         """Write text frames, in order; raises OSError when the peer is gone."""

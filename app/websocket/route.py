@@ -18,18 +18,18 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 
-from actors.actor import ActorStopped, MailboxFull
-from actors.hub import Join, Leave
-from actors.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame,
+from actors.runtime.actor import ActorStopped, MailboxFull
+from actors.chat.hub import Join, Leave
+from actors.chat.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame,
                             parse_frame)
-from actors.registry import Post
-from actors.resume import Resume
-from actors.session import SUPERVISOR as SESSIONS, Disconnect, SessionActor
-from app.limits import FloodGuard
-from app.metrics import FLOOD
-from app.ops import Connections
-from app import simple_ws
-from app.transport import Binary, WebSocketTransport
+from actors.chat.registry import Post
+from actors.chat.resume import Resume
+from actors.chat.session import SUPERVISOR as SESSIONS, Disconnect, SessionActor
+from app.ops.limits import FloodGuard
+from app.ops.metrics import FLOOD
+from app.ops.service import Connections
+from app.websocket import simple_ws
+from app.websocket.transport import Binary, WebSocketTransport
 
 log = logging.getLogger("nane.ws")
 
@@ -193,7 +193,7 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
     since = since_from_query(query) if extensions else None
     if since is None:
         chat.hub.tell(Join(session))
-    else:  # the sequencer replays, then joins the session to the hub (actors/resume.py)
+    else:  # the sequencer replays, then joins the session to the hub (actors/chat/resume.py)
         try:
             chat.registry.tell(Resume(session, since, config.max_outbox_messages - 1))
         except (MailboxFull, ActorStopped):

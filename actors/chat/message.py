@@ -191,7 +191,7 @@ class Message(Frame):
         self.id = id
         super().__init__(_encode(self.as_dict()))
         self._summary: bytes | None = None
-        self.seq = seq  # the place in the one order (actors/resume.py)
+        self.seq = seq  # the place in the one order (actors/chat/resume.py)
         self.position = position
         self.previous_seq = 0  # the seq of the room's message before this one
         self._v2: Frame | None = None

@@ -9,7 +9,7 @@ fails loudly when they change. What we rely on:
   behind the session's back (two writers: `ConcurrentObjectUseError`, a dead
   thread, a leaked connection slot) and queue whole messages in
   `input_buffer` without bound;
-- `Server.sock`: after the handshake, the socket is ours (app/transport.py);
+- `Server.sock`: after the handshake, the socket is ours (app/websocket/transport.py);
 - `Server.connected = False`: its `close()`, which flask-sock calls when the
   route returns, then writes nothing.
 
@@ -20,7 +20,7 @@ understands.
 
 from __future__ import annotations
 
-from app.ops import HTTP_CUTTER
+from app.ops.service import HTTP_CUTTER
 
 READ_BUFFER_BYTES = 2048
 
@@ -48,5 +48,5 @@ def take_over(ws):
     ws.connected = False
     cutter = ws.environ.get(HTTP_CUTTER)
     if cutter is not None:
-        cutter.kill()  # an HTTP request's deadline (app/ops.py), not a websocket's
+        cutter.kill()  # an HTTP request's deadline (app/ops/service.py), not a websocket's
     return ws.sock, ws.sock.makefile("rb", READ_BUFFER_BYTES)

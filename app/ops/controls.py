@@ -24,13 +24,13 @@ import time
 import gevent
 from flask import Blueprint, Flask, abort, current_app, request
 
-from actors.actor import ActorRef
-from actors.hub import DelayDelivery, DisconnectAll, ListSessions
-from actors.message import encode_result
-from actors.registry import FindRoom, ForgetRooms
-from actors.session import Disconnect, GoSilent
-from app.api import error_response, json_response
-from app.metrics import BY_CONTROL
+from actors.runtime.actor import ActorRef
+from actors.chat.hub import DelayDelivery, DisconnectAll, ListSessions
+from actors.chat.message import encode_result
+from actors.chat.registry import FindRoom, ForgetRooms
+from actors.chat.session import Disconnect, GoSilent
+from app.api.routes import error_response, json_response
+from app.ops.metrics import BY_CONTROL
 
 log = logging.getLogger("nane.controls")
 
@@ -101,7 +101,7 @@ def only_with_the_token():
     if controls is None:
         abort(404)  # off: indistinguishable from a path that does not exist
     if request.method == "OPTIONS":
-        return None  # CORS preflight (app/api.py answers it)
+        return None  # CORS preflight (app/api/routes.py answers it)
     if not controls.allows(request.headers.get("Authorization", "")):
         return error_response("fault controls need the token printed at start: "
                               "Authorization: Bearer <token>", 403)

@@ -9,12 +9,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
-from actors import resume
-from actors.actor import Actor, ActorError, ActorRef
-from actors.message import Draft, Message, encode_list, format_created
-from actors.hub import Deliver
-from actors.room import Append, Forget, MessagesAfter, RoomActor
-from actors.supervisor import Supervisor
+from actors.chat import resume
+from actors.runtime.actor import Actor, ActorError, ActorRef
+from actors.chat.message import Draft, Message, encode_list, format_created
+from actors.chat.hub import Deliver
+from actors.chat.room import Append, Forget, MessagesAfter, RoomActor
+from actors.runtime.supervisor import Supervisor
 
 log = logging.getLogger("nane.registry")
 
@@ -104,7 +104,7 @@ class RegistryActor(Actor):
     then the oldest messages of the room just written to (never its newest).
 
     Being the sequencer, it also numbers messages (their positions, see
-    actors/resume.py) and serves `Resume`: the replay goes into the session's
+    actors/chat/resume.py) and serves `Resume`: the replay goes into the session's
     outbox and the `Join` to the hub, between two posts, so the live stream
     starts right after the last replayed message.
 

@@ -29,10 +29,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterable
 
-from actors.actor import ActorError, ActorRef, MailboxFull
-from actors.hub import Join
-from actors.message import Frame, Message
-from actors.session import SLOW_CONSUMER
+from actors.runtime.actor import ActorError, ActorRef, MailboxFull
+from actors.chat.hub import Join
+from actors.chat.message import Frame, Message
+from actors.chat.session import SLOW_CONSUMER
 
 SEPARATOR = ":"
 

@@ -15,14 +15,14 @@ import logging
 from collections import OrderedDict
 from typing import Callable
 
-from actors.actor import Actor, ActorError, ActorRef, ActorStopped, MailboxFull
-from actors.message import error_frame
-from actors.registry import (MAX_WAITING_POSTS, FindRoom, ListRoomActors, ListRooms, Post, Room,
+from actors.runtime.actor import Actor, ActorError, ActorRef, ActorStopped, MailboxFull
+from actors.chat.message import error_frame
+from actors.chat.registry import (MAX_WAITING_POSTS, FindRoom, ListRoomActors, ListRooms, Post, Room,
                              fold)
-from actors.room import GetHistory
-from actors.resume import Resume
-from actors.store import RedisStore, StoreUnavailable
-from actors.supervisor import Supervisor
+from actors.chat.room import GetHistory
+from actors.chat.resume import Resume
+from actors.shared_rooms.store import RedisStore, StoreUnavailable
+from actors.runtime.supervisor import Supervisor
 
 log = logging.getLogger("nane.registry")
 

@@ -8,7 +8,7 @@ and the order in which messages arrive is the order in which they act.
 
 An actor with no mail holds no greenlet (Erlang's hibernation, Akka's
 dispatchers): the mailbox is a deque, and the first message into an empty
-one puts the actor in the dispatcher's run queue (actors/dispatcher.py),
+one puts the actor in the dispatcher's run queue (actors/runtime/dispatcher.py),
 whose workers run it a turn at a time until its mailbox is empty. An idle room or session is
 a small object, and a fan-out wakes no greenlet per receiver.
 """
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent.event import AsyncResult, Event
 
-from actors.dispatcher import dispatcher
-from actors.tracing import Trace, tracing
+from actors.runtime.dispatcher import dispatcher
+from actors.runtime.tracing import Trace, tracing
 
 if TYPE_CHECKING:
-    from actors.supervisor import Supervisor
+    from actors.runtime.supervisor import Supervisor
 
 log = logging.getLogger("nane.actors")
 
@@ -451,7 +451,7 @@ class ActorRef:
         else:  # it is inside a message, maybe blocked: interrupt it there
             gevent.get_hub().loop.run_callback(_interrupt, actor, worker, reason)
 
-    # -- faults on purpose (app/controls.py uses these; the actor itself never knows) --
+    # -- faults on purpose (app/ops/controls.py uses these; the actor itself never knows) --
 
     def pause(self) -> None:
         """Handle no more mail until `resume`: it piles up (a kill or a crash still act)."""

@@ -15,8 +15,8 @@ from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogra
                                PlatformCollector, ProcessCollector)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from actors.message import DROP_REASONS
-from actors.session import GOING_AWAY, PING_TIMEOUT, SLOW_CONSUMER, Disconnect
+from actors.chat.message import DROP_REASONS
+from actors.chat.session import GOING_AWAY, PING_TIMEOUT, SLOW_CONSUMER, Disconnect
 
 prometheus_client.disable_created_metrics()
 

@@ -2,7 +2,7 @@
 
 Whoever did the handshake — gevent-websocket's handler (`python -m app` and
 gunicorn's GeventWebSocketWorker) or flask-sock's simple-websocket
-(`gunicorn -k gevent`, see app/simple_ws.py) — hands us the socket and its
+(`gunicorn -k gevent`, see app/websocket/simple_ws.py) — hands us the socket and its
 read buffer, and from then on this class alone reads and writes it. The
 session code sees only `receive`, `send`, `ping`, `answered` and `close`.
 
@@ -36,7 +36,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
-from actors.message import Frame
+from actors.chat.message import Frame
 
 log = logging.getLogger("nane.transport")
 

@@ -24,11 +24,11 @@ import greenlet
 from flask import Blueprint, Flask, Response, current_app, request
 from gevent.event import Event
 
-from actors.actor import ActorError, Probe
-from actors.hub import DrainAll
-from actors.message import encode_error, encode_result
-from actors.session import GOING_AWAY
-from app.limits import AddressLimits, client_address
+from actors.runtime.actor import ActorError, Probe
+from actors.chat.hub import DrainAll
+from actors.chat.message import encode_error, encode_result
+from actors.chat.session import GOING_AWAY
+from app.ops.limits import AddressLimits, client_address
 
 log = logging.getLogger("nane.ops")
 
@@ -164,7 +164,7 @@ def bound_http_requests():
 
     Nothing here reads a body, so a big one is refused unread (413) and the
     connection closed; and the request, its answer included, must be done
-    within `http_idle_timeout_seconds` (app/simple_ws.py lifts that for a websocket).
+    within `http_idle_timeout_seconds` (app/websocket/simple_ws.py lifts that for a websocket).
     """
     config = current_app.config["NANE"]
     sock = request.environ.get("gunicorn.socket")
@@ -222,7 +222,7 @@ def readyz():
 
 @bp.route("/metrics", methods=["GET", "HEAD"])
 def metrics():
-    """Prometheus text format (see app/metrics.py for what each series means)."""
+    """Prometheus text format (see app/ops/metrics.py for what each series means)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return Response(generate_latest(current_app.extensions["nane_metrics"].registry),

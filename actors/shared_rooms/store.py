@@ -3,7 +3,7 @@
 With `redis_url` configured, the room actors keep nothing of their own: a
 room's history, its first spelling, its last message and the room index live
 in Redis, and every accepted message is appended to one stream that every
-process reads (see `actors/listener.py`). One Lua script (`store_post.lua`)
+process reads (see `actors/shared_rooms/listener.py`). One Lua script (`store_post.lua`)
 stamps, stores, indexes and appends a message as one atomic step, so history
 and delivery can never disagree.
 
@@ -39,8 +39,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from actors.message import Draft, encode_list
-from actors.resume import new_run
+from actors.chat.message import Draft, encode_list
+from actors.chat.resume import new_run
 
 log = logging.getLogger("nane.redis")
 
@@ -295,7 +295,7 @@ class RedisStore:
 
 
 def _json(text: str) -> str:
-    """A JSON string, encoded as `actors/message.py` encodes one."""
+    """A JSON string, encoded as `actors/chat/message.py` encodes one."""
     return json.dumps(text, ensure_ascii=False)
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, send_from_directory
 
-from actors.actor import ActorError
-from actors.tracing import tracing
-from actors.hub import ListSessions
-from actors.message import encode_result
-from actors.registry import ListRoomActors
-from app.api import READ_METHODS, json_response
-from app.controls import controls_of
+from actors.runtime.actor import ActorError
+from actors.runtime.tracing import tracing
+from actors.chat.hub import ListSessions
+from actors.chat.message import encode_result
+from actors.chat.registry import ListRoomActors
+from app.api.routes import READ_METHODS, json_response
+from app.ops.controls import controls_of
 
 TRACE_SECONDS = 5.0  # tracing stays on this long after the last look
 ASK_SECONDS = 1.0  # the page polls every half second and gives up after 4

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from actors.actor import Actor, ActorRef
+from actors.runtime.actor import Actor, ActorRef
 
 log = logging.getLogger("nane.supervisor")
 

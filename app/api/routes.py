@@ -12,11 +12,11 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from actors.actor import ActorError
-from actors.message import encode_error, encode_result
-from actors.registry import FindRoom, ListRooms
-from actors.room import GetHistory
-from app import contract
+from actors.runtime.actor import ActorError
+from actors.chat.message import encode_error, encode_result
+from actors.chat.registry import FindRoom, ListRooms
+from actors.chat.room import GetHistory
+from app.api import contract
 
 JSON = "application/json; charset=utf-8"
 READ_METHODS = ["GET", "HEAD", "POST"]
@@ -46,7 +46,7 @@ def settings():
 
 @bp.route("/openapi.json", methods=READ_METHODS)
 def openapi_document():
-    """The OpenAPI 3.1 document of this API (app/contract.py)."""
+    """The OpenAPI 3.1 document of this API (app/api/contract.py)."""
     global _openapi_body
     if _openapi_body is None:
         _openapi_body = json.dumps(contract.openapi(), ensure_ascii=False).encode()

@@ -10,9 +10,9 @@ from typing import Callable, ClassVar
 
 import gevent
 
-from actors.actor import Actor, ActorRef, ActorStopped, MailboxFull
-from actors.message import Message
-from actors.session import SLOW_CONSUMER, Disconnect, KeepAlive
+from actors.runtime.actor import Actor, ActorRef, ActorStopped, MailboxFull
+from actors.chat.message import Message
+from actors.chat.session import SLOW_CONSUMER, Disconnect, KeepAlive
 
 log = logging.getLogger("nane.hub")
 

@@ -24,7 +24,7 @@ from gevent import getcurrent, get_hub
 from greenlet import greenlet
 
 if TYPE_CHECKING:
-    from actors.actor import Actor
+    from actors.runtime.actor import Actor
 
 MAX_IDLE_WORKERS = 8  # parked workers kept for the next burst; more end
 
