@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 
 import gevent
 import greenlet
 import pytest
 
-from actors.runtime.actor import Actor, ActorStopped, AskTimeout, MailboxFull, Probe
+from actors.runtime.actor import (Actor, ActorStopped, AskTimeout, Describe, MailboxFull,
+                                  Probe, ask_all)
 from actors.runtime.dispatcher import MAX_IDLE_WORKERS
 from actors.chat.hub import HubActor, Join
 from actors.chat.message import Draft, Frame
 from actors.chat.registry import FindRoom, ListRooms, Post, RegistryActor
 from actors.chat.room import GetHistory, RoomActor
-from actors.chat.session import SLOW_CONSUMER, SessionActor
+from actors.chat.session import SLOW_CONSUMER, SessionActor, SessionEnded
 from actors.runtime.supervisor import Supervisor
 
 TIMEOUT = 2.0
@@ -44,6 +46,9 @@ class Recorder(Actor):
     def on_stop(self, reason):
         self.stopped_with = reason
 
+    def describe(self):
+        return {"seen": len(self.seen)}
+
 
 def test_messages_are_handled_one_at_a_time_in_order():
     ref = Recorder().start()
@@ -58,7 +63,7 @@ def test_ask_returns_the_reply_and_raises_the_actors_exception():
     with pytest.raises(ValueError, match="boom"):
         ref.ask("boom", timeout=TIMEOUT)
     assert ref.ask("still alive", timeout=TIMEOUT) == "still alive"
-    assert ref.info()["failures"] == 1
+    assert ref.stats()["failures"] == 1
 
 
 def test_a_failing_tell_is_reported_and_the_actor_goes_on(caplog):
@@ -117,10 +122,40 @@ def test_bounded_mailbox_refuses_at_once_instead_of_blocking():
         ref.tell(i)
     with pytest.raises(MailboxFull):
         ref.tell("one too many")
-    assert ref.info()["mailbox"] == 3
+    assert ref.stats()["mailbox"] == 3
     gate.set()
-    wait_for(lambda: ref.info()["mailbox"] == 0)
+    wait_for(lambda: ref.stats()["mailbox"] == 0)
     assert ref.ask("seen", timeout=TIMEOUT) == [0, 1, 2]
+
+
+def test_describe_is_answered_in_turn_and_stats_need_no_message():
+    ref = Recorder().start()
+    gate = gevent.event.Event()
+    ref.tell(("wait", gate))
+    ref.tell("one")
+    asked = gevent.spawn(ref.ask, Describe(), TIMEOUT)
+    gevent.sleep(0.01)
+    # The actor is inside a message: its state comes only after it, in order; the
+    # runtime's counters are there at once.
+    assert not asked.ready() and ref.stats()["mailbox"] == 2
+    gate.set()
+    assert asked.get(timeout=TIMEOUT) == {"seen": 1}
+    # Describe (like Probe) is the runtime's question: not the actor's work, not traced.
+    assert ref.stats()["handled"] == 2
+    assert "seen" not in ref.stats()
+
+
+def test_ask_all_waits_once_and_leaves_out_who_cannot_answer():
+    answering, stopped = Recorder().start(), Recorder().start()
+    hanging = Recorder().start()
+    gate = gevent.event.Event()
+    hanging.tell(("wait", gate))
+    stopped.stop()
+    started = time.monotonic()
+    replies = ask_all([answering, hanging, stopped], Describe(), 0.2)
+    assert replies == {answering: {"seen": 0}}
+    assert time.monotonic() - started < 0.2 + 0.15  # one timeout for all, not one each
+    gate.set()
 
 
 def kill_mid_message(actor, ref):
@@ -139,7 +174,7 @@ def test_supervisor_restarts_a_dead_greenlet_with_its_state():
     assert ref.ask("seen", timeout=TIMEOUT) == ["kept"]
     kill_mid_message(actor, ref)  # the greenlet dies, not by a message
     assert ref.ask("seen", timeout=TIMEOUT) == ["kept"]
-    assert ref.info()["restarts"] == 1 and ref.alive
+    assert ref.stats()["restarts"] == 1 and ref.alive
 
 
 def test_supervisor_gives_up_after_too_many_restarts(caplog):
@@ -223,7 +258,7 @@ def test_a_hibernating_actor_drops_its_empty_mailbox_between_turns():
     ref.tell("one")
     assert ref.ask("seen", timeout=TIMEOUT) == ["one"]
     wait_for(lambda: not actor._scheduled)
-    assert actor._mailbox is None and ref.info()["mailbox"] == 0
+    assert actor._mailbox is None and ref.stats()["mailbox"] == 0
     ref.tell("two")
     assert ref.ask("seen", timeout=TIMEOUT) == ["one", "two"]
 
@@ -350,17 +385,18 @@ def test_a_killed_room_keeps_its_history_and_keeps_serving():
     gevent.kill(actor._worker)  # crash the room's greenlet in the middle of the message
     actor.__class__ = RoomActor
     registry.tell(Post(Draft("r", "after"), "u"))
-    wait_for(lambda: room.actor.info()["history"] == 2)
+    wait_for(lambda: room.actor.ask(Describe(), timeout=TIMEOUT)["history"] == 2)
     history = json.loads(room.actor.ask(GetHistory(), timeout=TIMEOUT))["result"]
     assert [m["text"] for m in history] == ["before", "after"]
-    assert room.actor.info()["restarts"] == 1
+    assert room.actor.stats()["restarts"] == 1
 
 
 def test_hub_cuts_off_a_session_whose_outbox_is_full_and_others_go_on():
     hub, registry = chat()
     stuck = ListTransport(block=gevent.event.Event())  # never finishes a write
     fast = ListTransport()
-    slow_session = SessionActor("slow", stuck, "slow", max_outbox=5).start()
+    ended = gevent.event.AsyncResult()
+    slow_session = SessionActor("slow", stuck, "slow", max_outbox=5, ended=ended).start()
     fast_session = SessionActor("fast", fast, "fast", max_outbox=1000).start()
     hub.tell(Join(slow_session))
     hub.tell(Join(fast_session))
@@ -370,7 +406,9 @@ def test_hub_cuts_off_a_session_whose_outbox_is_full_and_others_go_on():
     wait_for(lambda: stuck.closed_with is not None)
     assert stuck.closed_with == (SLOW_CONSUMER.code, SLOW_CONSUMER.reason)
     assert not slow_session.alive
-    assert hub.info()["sessions"] == 1
+    assert hub.ask(Describe(), timeout=TIMEOUT)["sessions"] == 1
+    # The session reports how it ended to whoever started it (app/websocket/route.py).
+    assert ended.get(timeout=TIMEOUT) == SessionEnded(SLOW_CONSUMER, 0)
 
 
 def test_session_batches_frames_that_queue_up():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from actors.runtime.actor import ActorStopped, Probe
+from actors.runtime.actor import ActorStopped, Describe, Probe
 from actors.chat.hub import DelayDelivery, HubActor, Join
 from actors.chat.message import Draft
 from actors.chat.registry import FindRoom, ForgetRooms, ListRooms, Post, RegistryActor
@@ -47,8 +47,8 @@ def test_crash_restarts_the_same_actor_with_its_state_and_mailbox():
     for n in range(3):
         ref.tell(n)
     ref.crash()
-    wait_until(lambda: ref.info()["restarts"] == 1, "the restart")
-    assert ref.alive and ref.info()["mailbox"] == 3  # nothing lost in the crash
+    wait_until(lambda: ref.stats()["restarts"] == 1, "the restart")
+    assert ref.alive and ref.stats()["mailbox"] == 3  # nothing lost in the crash
     ref.resume()
     assert ref.ask("seen", timeout=TIMEOUT) == ["kept", 0, 1, 2]
 
@@ -65,16 +65,32 @@ def test_pause_piles_mail_up_and_resume_drains_it_in_order():
     for n in range(100):
         ref.tell(n)
     gevent.sleep(0.01)
-    assert ref.info()["mailbox"] == 100 and ref.info()["paused"] is True
+    assert ref.stats()["mailbox"] == 100 and ref.stats()["paused"] is True
     ref.resume()
     assert ref.ask("seen", timeout=TIMEOUT) == list(range(100))
-    assert ref.info()["paused"] is False
+    assert ref.stats()["paused"] is False
+
+
+def test_a_paused_actor_still_answers_describe_and_handles_nothing_else():
+    ref = Recorder().start()
+    ref.tell("before")
+    ref.ask(Probe(), timeout=TIMEOUT)
+    ref.pause()
+    for n in range(50):
+        ref.tell(n)
+    # As a suspended Erlang process answers sys:get_status: in its own turn, out of order.
+    assert ref.ask(Describe(), timeout=TIMEOUT) == {"seen": 1}
+    ref.tell("after")
+    assert ref.ask(Describe(), timeout=TIMEOUT) == {"seen": 1}
+    assert ref.stats()["mailbox"] == 51
+    ref.resume()
+    assert ref.ask("seen", timeout=TIMEOUT) == ["before", *range(50), "after"]
 
 
 def test_a_slowed_actor_waits_its_delay_for_every_message():
     ref = Recorder().start()
     ref.slow_down(0.02)
-    assert ref.info()["slow_ms"] == 20
+    assert ref.stats()["slow_ms"] == 20
     started = gevent.get_hub().loop.now()
     for n in range(5):
         ref.tell(n)
@@ -82,7 +98,7 @@ def test_a_slowed_actor_waits_its_delay_for_every_message():
     gevent.get_hub().loop.update_now()
     assert gevent.get_hub().loop.now() - started >= 0.1  # six messages, 20 ms each at least
     ref.slow_down(0)
-    assert ref.info()["slow_ms"] == 0
+    assert ref.stats()["slow_ms"] == 0
 
 
 def test_a_slowed_session_writes_one_frame_per_delay_so_its_outbox_fills():
@@ -96,7 +112,7 @@ def test_a_slowed_session_writes_one_frame_per_delay_so_its_outbox_fills():
         registry.tell(Post(Draft("r", f"m{n}"), "ann"))
     assert session.join(TIMEOUT)
     assert transport.closed_with == (1008, "slow consumer")
-    assert hub.info()["slow_consumers"] == 1
+    assert hub.ask(Describe(), timeout=TIMEOUT)["slow_consumers"] == 1
 
 
 def test_a_room_given_up_on_is_forgotten_and_the_next_message_makes_a_fresh_one():
@@ -106,8 +122,8 @@ def test_a_room_given_up_on_is_forgotten_and_the_next_message_makes_a_fresh_one(
     assert room.ask(Probe(), timeout=TIMEOUT)
     for crash in range(6):  # the supervisor allows 5 restarts in 10 s
         room.crash()
-        wait_until(lambda: not room.alive or room.info()["restarts"] == crash + 1, "a restart")
-    assert not room.alive and room.info()["restarts"] == 5
+        wait_until(lambda: not room.alive or room.stats()["restarts"] == crash + 1, "a restart")
+    assert not room.alive and room.stats()["restarts"] == 5
     with pytest.raises(ActorStopped):
         room.ask(GetHistory(), timeout=TIMEOUT)
     wait_until(lambda: registry.ask(FindRoom("lobby"), timeout=TIMEOUT) is None, "forgetting")
@@ -130,14 +146,14 @@ def test_a_post_that_finds_a_dead_room_before_the_registry_hears_of_it_is_not_lo
     room = registry.ask(FindRoom("r"), timeout=TIMEOUT).actor
     registry.pause()  # the registry will hear of the give-up only after the next post
     for _ in range(6):
-        before = room.info()["restarts"]
+        before = room.stats()["restarts"]
         room.crash()
-        wait_until(lambda: not room.alive or room.info()["restarts"] > before, "a restart")
+        wait_until(lambda: not room.alive or room.stats()["restarts"] > before, "a restart")
     registry.tell(Post(Draft("r", "two"), "ann"))
     registry.resume()
     fresh = registry.ask(FindRoom("r"), timeout=TIMEOUT)
     assert fresh.actor.alive and b'"two"' in fresh.actor.ask(GetHistory(), timeout=TIMEOUT)
-    assert registry.info()["failures"] == 0
+    assert registry.stats()["failures"] == 0
 
 
 def test_forget_rooms_drops_every_room():
@@ -153,10 +169,10 @@ def test_delayed_delivery_keeps_order_when_the_delay_changes():
     hub, transport, registry = listening_chat()
     assert hub.ask(DelayDelivery(0.2), timeout=TIMEOUT) == 0.2
     registry.tell(Post(Draft("r", "held"), "ann"))
-    wait_until(lambda: hub.info()["held"] == 1, "the hub to hold it")
+    wait_until(lambda: hub.ask(Describe(), timeout=TIMEOUT)["held"] == 1, "the hub to hold it")
     assert transport.frames == []
     hub.ask(DelayDelivery(0), timeout=TIMEOUT)
     registry.tell(Post(Draft("r", "behind"), "ann"))  # no delay now, but behind the held one
     wait_until(lambda: len(transport.frames) == 2, "both messages")
     assert [f["text"] for f in transport.frames] == ["held", "behind"]
-    assert hub.info()["held"] == 0
+    assert hub.ask(Describe(), timeout=TIMEOUT)["held"] == 0

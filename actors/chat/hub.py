@@ -217,7 +217,7 @@ class HubActor(Actor):
         if self._ticker is not None:
             self._ticker.kill(block=False)
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         outboxes = [s.mailbox_size for s in self._sessions]
         return {"sessions": len(self._sessions), "delivered": self.delivered,
                 "slow_consumers": self.slow_consumers,

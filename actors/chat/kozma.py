@@ -77,5 +77,5 @@ class KozmaActor(Actor):
         if self._timer is not None:
             self._timer.kill(block=False)
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         return {"posted": self.posted}

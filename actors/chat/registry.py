@@ -288,7 +288,7 @@ class RegistryActor(Actor):
         for entry in self._rooms.values():
             entry.actor.stop()
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         return {"rooms": len(self._rooms), "forgotten": self.forgotten,
                 "history_bytes": self.history_bytes,
                 "forgotten_messages": self.forgotten_messages}

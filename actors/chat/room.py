@@ -86,5 +86,5 @@ class RoomActor(Actor):
         self._history.clear()
         self._history_body = None
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         return {"room": self.room, "history": len(self._history)}

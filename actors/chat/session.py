@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from gevent.event import AsyncResult
+
 from actors.runtime.actor import Actor
 from actors.chat.message import Frame
 from actors.runtime.supervisor import Supervisor
@@ -57,6 +59,15 @@ class Disconnect:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """How a session ended, for whoever started it: why the server cut it off (if it did),
+    and how many frames it wrote. `on_stop` sends it, as Erlang's monitor sends 'DOWN'."""
+
+    closed_with: Disconnect | None
+    sent: int
+
+
+@dataclass(frozen=True, slots=True)
 class KeepAlive:
     """The hub's periodic tick: ping the peer when due, close it if it never answered (tell)."""
 
@@ -85,17 +96,19 @@ class SessionActor(Actor):
         ping_interval: seconds between protocol pings.
         ping_timeout: seconds a ping may go unanswered before the peer counts as gone.
         positions: a `?v=2` connection: each message goes out with its position.
+        ended: set to a `SessionEnded` when the session stops.
     """
 
     __slots__ = ("username", "_transport", "_broken", "_ping_interval", "_ping_timeout",
                  "_next_ping", "_awaiting_pong_since", "closed_with", "sent", "writes",
-                 "_positions")
+                 "_positions", "_ended")
 
     kind = "session"
 
     def __init__(self, name: str, transport: Transport, username: str, max_outbox: int,
                  ping_interval: float = 25.0, ping_timeout: float = 20.0,
-                 max_outbox_bytes: int | None = None, positions: bool = False):
+                 max_outbox_bytes: int | None = None, positions: bool = False,
+                 ended: AsyncResult | None = None):
         super().__init__(name, mailbox_limit=max_outbox, mailbox_bytes=max_outbox_bytes)
         self._positions = positions
         self.username = username
@@ -108,6 +121,7 @@ class SessionActor(Actor):
         self.closed_with: Disconnect | None = None  # why the server cut it off, if it did
         self.sent = 0
         self.writes = 0  # system calls: sent / writes is how many frames each carried
+        self._ended = ended
 
     def weigh(self, message) -> int:
         """A frame weighs its JSON (what it costs us while it waits); a tick weighs nothing."""
@@ -173,15 +187,19 @@ class SessionActor(Actor):
     def on_stop(self, reason) -> None:
         if reason == "too many restarts":  # its supervisor gave up on it
             reason = GAVE_UP
-        if isinstance(reason, Disconnect):
-            if self.closed_with is None:
-                self.closed_with = reason
-            log.info("event=disconnect session=%s code=%d reason=%r",
-                     self.name, reason.code, reason.reason)
-            self._transport.close(reason.code, reason.reason)
-        else:
-            self._transport.close(1000, "")
+        if isinstance(reason, Disconnect) and self.closed_with is None:
+            self.closed_with = reason
+        try:
+            if isinstance(reason, Disconnect):
+                log.info("event=disconnect session=%s code=%d reason=%r",
+                         self.name, reason.code, reason.reason)
+                self._transport.close(reason.code, reason.reason)
+            else:
+                self._transport.close(1000, "")
+        finally:  # even when a kill interrupts the close
+            if self._ended is not None:
+                self._ended.set(SessionEnded(self.closed_with, self.sent))
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         return {"username": self.username, "sent": self.sent, "writes": self.writes,
                 "closed_with": self.closed_with}

@@ -16,13 +16,15 @@ a small object, and a fan-out wakes no greenlet per receiver.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import gevent
 from gevent.event import AsyncResult, Event
 
 from actors.runtime.dispatcher import dispatcher
+from actors.runtime.faults import Faults
 from actors.runtime.tracing import Trace, tracing
 
 if TYPE_CHECKING:
@@ -77,6 +79,18 @@ class Probe:
 
     The runtime answers it, not `receive`, so every actor can be probed for
     readiness (`/readyz`) without knowing anything about it.
+    """
+
+    __slots__ = ()
+
+
+class Describe:
+    """Ask any actor `Describe()`: it answers with its `describe()`, in a turn of its own.
+
+    The only way to see an actor's own state from outside, as Erlang's
+    `sys:get_status` is: a message, answered by the runtime inside the actor's
+    turn, even while the actor is paused (a suspended Erlang process still
+    answers it). Like `Probe`, it is not traced and not counted as handled.
     """
 
     __slots__ = ()
@@ -155,8 +169,8 @@ class Actor:
         """
         return 0
 
-    def info(self) -> dict:
-        """What the actor view shows of this actor (subclasses add to it)."""
+    def describe(self) -> dict:
+        """The actor's own state, for the actor view and the metrics: the answer to `Describe`."""
         return {}
 
     # -- lifecycle ------------------------------------------------------------
@@ -186,10 +200,11 @@ class Actor:
             turn = TURN
             faults = self._faults
             if faults is not None and faults.crash:
-                self._injected(faults)  # raises: a crash needs no mail
+                faults.before_message(self.name)  # raises: a crash needs no mail
             while self._killed is None and mailbox and turn:
-                if faults is not None and self._injected(faults):
-                    break  # paused
+                if faults is not None and faults.before_message(self.name):
+                    self._answer_while_paused(faults)
+                    break
                 turn -= 1
                 message = mailbox.popleft()
                 if self._mailbox_bytes is not None:
@@ -233,16 +248,24 @@ class Actor:
         dispatcher().schedule(self)
         return True
 
-    def _injected(self, faults: "Faults") -> bool:
-        """Before the next message, the faults a control injected: True ends the turn (paused)."""
-        if faults.crash:
-            faults.crash = False
-            raise InjectedCrash(f"{self.name} was crashed on purpose")
-        if faults.paused:
-            return True
-        if faults.delay:
-            gevent.sleep(faults.delay)
-        return False
+    def _answer_while_paused(self, faults: Faults) -> None:
+        """Paused: answer the `Describe`s waiting; every other message stays where it is.
+
+        Only the messages that came in since the last look are searched (from
+        the newest back), so mail piling up on a paused actor costs no more
+        than it did.
+        """
+        mailbox = self._mailbox
+        for index in range(len(mailbox) - 1, min(faults.seen, len(mailbox)) - 1, -1):
+            message = mailbox[index]
+            if type(message) is _Ask and type(message.message) is Describe:
+                del mailbox[index]
+                if self._mailbox_bytes is not None:
+                    self._weight -= self.weigh(message)
+                if self._has_room is not None:
+                    self._has_room.set()
+                self._answer(message)
+        faults.seen = len(mailbox)
 
     def _handle(self, message: Any) -> None:
         if tracing.on:
@@ -257,10 +280,20 @@ class Actor:
 
     def _answer(self, ask: _Ask) -> None:
         message, reply = ask.message, ask.reply
+        kind = type(message)
+        if kind is Probe:
+            reply.set(True)
+            return
+        if kind is Describe:
+            try:
+                reply.set(self.describe())
+            except Exception as error:
+                reply.set_exception(error)
+            return
         if tracing.on:
             self._remember(message)
         try:
-            result = True if type(message) is Probe else self.receive(message)
+            result = self.receive(message)
         except Exception as error:
             self._failures += 1
             reply.set_exception(error)
@@ -454,8 +487,10 @@ class ActorRef:
     # -- faults on purpose (app/ops/controls.py uses these; the actor itself never knows) --
 
     def pause(self) -> None:
-        """Handle no more mail until `resume`: it piles up (a kill or a crash still act)."""
-        self._faults_of().paused = True
+        """Handle no more mail until `resume`: it piles up (a kill, a crash and `Describe` still act)."""
+        faults = self._faults_of()
+        faults.paused = True
+        faults.seen = 0
 
     def resume(self) -> None:
         """Handle the mail that piled up, in order, and go on as before."""
@@ -479,7 +514,7 @@ class ActorRef:
             self._faults_of().crash = True
             actor._wake()
 
-    def _faults_of(self) -> "Faults":
+    def _faults_of(self) -> Faults:
         actor = self._actor
         if actor._faults is None:
             actor._faults = Faults()
@@ -494,15 +529,16 @@ class ActorRef:
             actor._done.wait(timeout)
         return actor._stopped
 
-    def info(self) -> dict:
-        """Runtime facts about the actor, like Erlang's process_info.
+    def stats(self) -> dict:
+        """What the runtime counts about the actor, like Erlang's `process_info`.
 
-        Counters kept by the runtime, not the actor's own state: reading them
-        sends no message and never waits. `recent` lists the last messages
-        handled while tracing was on (oldest first), or nothing.
+        Not the actor's own state (ask it `Describe()` for that): reading them
+        sends no message and never waits, so a paused or swamped actor shows
+        them too. `recent` lists the last messages handled while tracing was
+        on (oldest first), or nothing.
         """
         actor = self._actor
-        facts = {
+        return {
             "name": actor.name,
             "kind": actor.kind,
             "alive": actor._running,
@@ -515,8 +551,6 @@ class ActorRef:
             "paused": actor._faults is not None and actor._faults.paused,
             "slow_ms": round(actor._faults.delay * 1000) if actor._faults is not None else 0,
         }
-        facts.update(actor.info())
-        return facts
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name}>"
@@ -528,27 +562,38 @@ class ActorRef:
         return id(self._actor)
 
 
-class Faults:
-    """What the controls injected into one actor: a pause, a delay per message, a crash to come."""
-
-    __slots__ = ("paused", "delay", "crash")
-
-    def __init__(self):
-        self.paused = False
-        self.delay = 0.0
-        self.crash = False
-
-
-class InjectedCrash(Exception):
-    """Raised by the runtime, outside any message's handling, when `ActorRef.crash` was called."""
-
-
 class _Killed(BaseException):
     """Raised inside the worker running an actor, by `ActorRef.kill`."""
 
     def __init__(self, reason: Any):
         super().__init__(reason)
         self.reason = reason
+
+
+def ask_all(refs: Iterable[ActorRef], message: Any, timeout: float) -> dict[ActorRef, Any]:
+    """Ask every actor in `refs` the same `message` at once, and wait for the replies together.
+
+    Scatter-gather: a hundred asks cost one `timeout` at most, not a hundred.
+
+    Returns:
+        The replies that came within `timeout`, by reference. An actor that was
+        stopped or full, raised, or did not answer in time is missing from it.
+    """
+    waiting = {}
+    for ref in refs:
+        reply = AsyncResult()
+        try:
+            ref._post(_Ask(message, reply))
+        except ActorError:
+            continue
+        waiting[ref] = reply
+    deadline = time.monotonic() + timeout
+    replies = {}
+    for ref, reply in waiting.items():
+        reply.wait(max(0.0, deadline - time.monotonic()))
+        if reply.successful():
+            replies[ref] = reply.value
+    return replies
 
 
 def _interrupt(actor: Actor, worker, reason: Any) -> None:
@@ -559,6 +604,6 @@ def _interrupt(actor: Actor, worker, reason: Any) -> None:
 
 __all__ = [
     "Actor", "ActorRef", "ActorError", "ActorStopped", "MailboxFull", "AskTimeout", "Probe",
-    "InjectedCrash",
+    "Describe", "ask_all",
     "DEFAULT_ASK_TIMEOUT",
 ]

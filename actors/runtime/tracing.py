@@ -53,7 +53,7 @@ class Tracing:
 tracing = Tracing()
 
 
-def describe(message: Any, limit: int = TRACE_TEXT_LENGTH) -> str:
+def as_text(message: Any, limit: int = TRACE_TEXT_LENGTH) -> str:
     """A message as the actor view shows it: a frame's text, or the message's repr, cut."""
     payload = getattr(message, "json", message)  # a frame on its way to a socket: its JSON
     if isinstance(payload, (bytes, bytearray)):
@@ -89,4 +89,4 @@ class Trace:
         """`[{"at": unix seconds, "message": text}]`, oldest first; [] when not tracing."""
         if not tracing.on or self._messages is None or self._generation != tracing.generation:
             return []
-        return [{"at": at, "message": describe(message)} for at, message in self._messages]
+        return [{"at": at, "message": as_text(message)} for at, message in self._messages]

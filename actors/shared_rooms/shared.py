@@ -58,7 +58,7 @@ class SharedRoomActor(Actor):
             case _:
                 raise TypeError(f"room cannot handle {message!r}")
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         return {"room": self.room}
 
 
@@ -137,7 +137,7 @@ class SharedRegistryActor(Actor):
         for room in self._rooms.values():
             room.stop()
 
-    def info(self) -> dict:
+    def describe(self) -> dict:
         return {"rooms": len(self._rooms), "published": self.published, "failed": self.failed,
                 "redis": "up" if self._store.link.up else "down"}
 

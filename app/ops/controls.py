@@ -24,7 +24,7 @@ import time
 import gevent
 from flask import Blueprint, Flask, abort, current_app, request
 
-from actors.runtime.actor import ActorRef
+from actors.runtime.actor import ActorRef, Describe, ask_all
 from actors.chat.hub import DelayDelivery, DisconnectAll, ListSessions
 from actors.chat.message import encode_result
 from actors.chat.registry import FindRoom, ForgetRooms
@@ -111,9 +111,8 @@ def only_with_the_token():
 @bp.route("", methods=["GET", "POST"])
 def overview():
     """What the page needs: which controls exist, and the hub's delivery delay."""
-    hub = current_app.extensions["nane"].hub.info()
     return _answer({"controls": CONTROLS, "disconnect": DISCONNECT_KINDS,
-                    "delay_ms": hub.get("delay_ms", 0)})
+                    "delay_ms": _info(current_app.extensions["nane"].hub).get("delay_ms", 0)})
 
 
 @bp.route("/crash", methods=["POST"])
@@ -264,16 +263,18 @@ def _record(control: str, actor: str, detail: str = "") -> None:
 
 def _crash_once(ref: ActorRef) -> None:
     """Crash `ref` and wait until its supervisor has restarted it (or given up on it)."""
-    before = ref.info()["restarts"]
+    before = ref.stats()["restarts"]
     ref.crash()
     # The crash happens when a worker next runs the actor: after the message in hand,
     # however slow that one is.
-    deadline = time.monotonic() + ASK_SECONDS + ref.info()["slow_ms"] / 1000
-    while ref.alive and ref.info()["restarts"] == before and time.monotonic() < deadline:
+    deadline = time.monotonic() + ASK_SECONDS + ref.stats()["slow_ms"] / 1000
+    while ref.alive and ref.stats()["restarts"] == before and time.monotonic() < deadline:
         gevent.sleep(0.005)
 
 
 def _info(ref: ActorRef) -> dict:
-    facts = ref.info()
+    """The actor as the view shows it: the runtime's counters and its answer to `Describe`
+    (left out when it cannot answer within ASK_SECONDS: slowed down, swamped, stopped)."""
+    facts = {**ref.stats(), **ask_all([ref], Describe(), ASK_SECONDS).get(ref, {})}
     facts.pop("closed_with", None)  # not JSON, and not what a control's caller asked
     return facts

@@ -2,8 +2,13 @@
 
 Per message the hot path does a counter increment or two and, once per
 message (not per receiver), one histogram observation; everything that needs
-a walk (rooms, outbox depths) is read from the actors only when Prometheus
-scrapes, through `ActorRef.info()`, which sends no message.
+a walk (rooms, outbox depths) is asked of the hub and the registry only when
+Prometheus scrapes: one `Describe` each, sent together and waited for at most
+`SCRAPE_ASK_SECONDS`. A paused actor still answers it; one that cannot in
+time (slowed down by a fault control, swamped, stopped) leaves its series out
+of that scrape (absent, which Prometheus reads as unknown, rather than stale),
+and the scrape still answers. Mailbox depths are the runtime's own count,
+read without a message (`ActorRef.mailbox_size`).
 
 Each app has its own registry (tests build several apps in one process).
 """
@@ -15,6 +20,7 @@ from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogra
                                PlatformCollector, ProcessCollector)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from actors.runtime.actor import Describe, ask_all
 from actors.chat.message import DROP_REASONS
 from actors.chat.session import GOING_AWAY, PING_TIMEOUT, SLOW_CONSUMER, Disconnect
 
@@ -31,6 +37,7 @@ ALL_DISCONNECT_REASONS = [*DISCONNECT_REASONS.values(), *CLOSE_CODE_REASONS.valu
 REFUSAL_REASONS = ["full", "shutting_down", "address_full"]
 DROPPED_BEFORE_PARSING = ["rate_limited", "binary"]
 
+SCRAPE_ASK_SECONDS = 1.0  # Prometheus's own scrape timeout is 10 s by default
 FAN_OUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 
@@ -98,28 +105,33 @@ class _ChatCollector:
         return []
 
     def collect(self):
-        hub = self._chat.hub.info()
-        registry = self._chat.registry.info()
+        chat = self._chat
+        described = ask_all([chat.hub, chat.registry], Describe(), SCRAPE_ASK_SECONDS)
         yield GaugeMetricFamily("nane_open_connections", "Websocket connections open now",
                                 value=self._connections.open)
-        yield GaugeMetricFamily("nane_sessions", "Sessions the hub delivers to now",
-                                value=hub["sessions"])
-        yield GaugeMetricFamily("nane_rooms", "Rooms that exist now", value=registry["rooms"])
-        yield CounterMetricFamily("nane_rooms_forgotten", "Rooms forgotten to stay within "
-                                  "max_rooms (least recently active first)",
-                                  value=registry.get("forgotten", 0))
-        yield CounterMetricFamily("nane_messages_delivered", "Frames handed to connections' "
-                                  "outboxes (one per receiver)", value=hub["delivered"])
-        yield CounterMetricFamily("nane_slow_consumer_disconnects", "Connections cut off "
-                                  "because their outbox was full", value=hub["slow_consumers"])
         mailbox = GaugeMetricFamily("nane_mailbox_messages", "Messages waiting in an actor's "
                                     "mailbox", labels=["actor"])
-        mailbox.add_metric(["hub"], hub["mailbox"])
-        mailbox.add_metric(["registry"], registry["mailbox"])
-        if self._chat.kozma is not None:
-            mailbox.add_metric(["kozma"], self._chat.kozma.mailbox_size)
+        mailbox.add_metric(["hub"], chat.hub.mailbox_size)
+        mailbox.add_metric(["registry"], chat.registry.mailbox_size)
+        if chat.kozma is not None:
+            mailbox.add_metric(["kozma"], chat.kozma.mailbox_size)
         yield mailbox
-        yield GaugeMetricFamily("nane_outbox_messages_max", "The fullest session outbox now",
-                                value=hub["outbox_max"])
-        yield GaugeMetricFamily("nane_outbox_messages", "Frames waiting in all session "
-                                "outboxes now", value=hub["outbox_total"])
+        registry = described.get(chat.registry)
+        if registry is not None:
+            yield GaugeMetricFamily("nane_rooms", "Rooms that exist now", value=registry["rooms"])
+            yield CounterMetricFamily("nane_rooms_forgotten", "Rooms forgotten to stay within "
+                                      "max_rooms (least recently active first)",
+                                      value=registry.get("forgotten", 0))
+        hub = described.get(chat.hub)
+        if hub is not None:
+            yield GaugeMetricFamily("nane_sessions", "Sessions the hub delivers to now",
+                                    value=hub["sessions"])
+            yield CounterMetricFamily("nane_messages_delivered", "Frames handed to connections' "
+                                      "outboxes (one per receiver)", value=hub["delivered"])
+            yield CounterMetricFamily("nane_slow_consumer_disconnects", "Connections cut off "
+                                      "because their outbox was full",
+                                      value=hub["slow_consumers"])
+            yield GaugeMetricFamily("nane_outbox_messages_max", "The fullest session outbox now",
+                                    value=hub["outbox_max"])
+            yield GaugeMetricFamily("nane_outbox_messages", "Frames waiting in all session "
+                                    "outboxes now", value=hub["outbox_total"])

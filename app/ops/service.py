@@ -24,7 +24,7 @@ import greenlet
 from flask import Blueprint, Flask, Response, current_app, request
 from gevent.event import Event
 
-from actors.runtime.actor import ActorError, Probe
+from actors.runtime.actor import ActorError, Describe, Probe, ask_all
 from actors.chat.hub import DrainAll
 from actors.chat.message import encode_error, encode_result
 from actors.chat.session import GOING_AWAY
@@ -231,16 +231,21 @@ def metrics():
 
 @bp.route("/debug/stats", methods=["GET"])
 def debug_stats():
-    """Leak hunting (tests, soak runs): counts that cost a heap walk, so off unless `debug`."""
+    """Leak hunting (tests, soak runs): counts that cost a heap walk, so off unless `debug`.
+
+    `sessions` and `rooms` are the hub's and the registry's answers to
+    `Describe`; `null` when one did not answer within a second.
+    """
     if not current_app.config["NANE"].debug:
         return _json("not found", 404)
+    chat = current_app.extensions["nane"]
+    described = ask_all([chat.hub, chat.registry], Describe(), 1.0)
     gc.collect()
     greenlets = sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
-    chat = current_app.extensions["nane"]
     return _json({"greenlets": greenlets,
                   "connections": current_app.extensions["nane_connections"].open,
-                  "sessions": chat.hub.info()["sessions"],
-                  "rooms": chat.registry.info()["rooms"],
+                  "sessions": described.get(chat.hub, {}).get("sessions"),
+                  "rooms": described.get(chat.registry, {}).get("rooms"),
                   "rss_bytes": _rss_bytes()})
 
 

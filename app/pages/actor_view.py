@@ -1,18 +1,23 @@
 """The actor view: `/actors` (the page) and `/api/actors` (what it polls).
 
-Every actor of the chat with the runtime's counters (`ActorRef.info`), and,
+Every actor of the chat with the runtime's counters (`ActorRef.stats`), and,
 while somebody is looking, the last messages each one handled. Looking is
 what switches tracing on: each call of `/api/actors` keeps it on for
 `TRACE_SECONDS` more, so with the page closed the actors do no tracing work.
-This module only reads references and asks the registry and the hub for
-theirs; it never touches actor state.
+
+What an actor holds itself (a room's history length, a session's username)
+comes only by message: every listed actor is asked `Describe()` at once, and
+the answers are waited for together, at most `ASK_SECONDS`. A paused actor
+still answers (the runtime does, as Erlang's `sys:get_status` does for a
+suspended process); one that cannot in time (slowed down, its mailbox full,
+stopping) is shown with the runtime's counters alone.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, send_from_directory
 
-from actors.runtime.actor import ActorError
+from actors.runtime.actor import ActorError, Describe, ask_all
 from actors.runtime.tracing import tracing
 from actors.chat.hub import ListSessions
 from actors.chat.message import encode_result
@@ -37,17 +42,22 @@ def actors():
     chat = current_app.extensions["nane"]
     rooms = _ask_list(chat.registry, ListRoomActors())
     sessions = _ask_list(chat.hub, ListSessions())
-    listed = [chat.registry.info(), chat.hub.info()]
-    if chat.kozma is not None:
-        listed.append(chat.kozma.info())
+    core = [chat.registry, chat.hub] + ([chat.kozma] if chat.kozma is not None else [])
+    sessions = sorted(sessions, key=_session_number)
+    described = ask_all([*core, *rooms, *sessions], Describe(), ASK_SECONDS)
+
+    def facts(ref) -> dict:
+        return {**ref.stats(), **described.get(ref, {})}
+
+    listed = [facts(ref) for ref in core]
     for room in rooms:
         # Every message reaches every connection (docs/protocol.md), so a room's receivers
         # are all the hub's sessions: the room hands each message to the hub.
-        listed.append({**room.info(), "subscribers": len(sessions)})
-    for session in sorted(sessions, key=_session_number):
-        facts = session.info()
-        listed.append({**facts, "outbox": facts["mailbox"],  # the mailbox is the outbox
-                       "closed_with": _close(facts.get("closed_with"))})
+        listed.append({**facts(room), "subscribers": len(sessions)})
+    for session in sessions:
+        shown = facts(session)
+        listed.append({**shown, "outbox": shown["mailbox"],  # the mailbox is the outbox
+                       "closed_with": _close(shown.get("closed_with"))})
     controls = controls_of(current_app)
     if controls is not None:  # what a fault control last did to each actor, for its card
         for facts in listed:
@@ -65,7 +75,7 @@ def actors():
 def _ask_list(actor, question) -> list:
     """The actor's answer; while it is paused, slowed or swamped, the last one it gave."""
     last = current_app.extensions.setdefault("nane_view_last", {})
-    if not actor.info()["paused"]:
+    if not actor.stats()["paused"]:
         try:
             last[actor.name] = actor.ask(question, timeout=ASK_SECONDS)
         except ActorError:

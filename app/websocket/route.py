@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
+from gevent.event import AsyncResult
 
 from actors.runtime.actor import ActorStopped, MailboxFull
 from actors.chat.hub import Join, Leave
@@ -187,9 +188,11 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
 
     transport.admit_control = admit_control
     name = f"session:{next(_session_numbers)}"
+    ended = AsyncResult()  # the session's own report of how it ended (SessionEnded)
     session = SessionActor(name, transport, username, config.max_outbox_messages,
                            config.ping_interval_seconds, config.ping_timeout_seconds,
-                           config.max_outbox_bytes, positions=extensions).start(SESSIONS)
+                           config.max_outbox_bytes, positions=extensions,
+                           ended=ended).start(SESSIONS)
     since = since_from_query(query) if extensions else None
     if since is None:
         chat.hub.tell(Join(session))
@@ -232,10 +235,10 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
     finally:
         chat.hub.tell(Leave(session))
         session.stop(cut_off or "stopped")
-        session.join(timeout=2)
-        facts = session.info()
-        metrics.disconnected(cut_off or facts["closed_with"], transport.error_code)
-        log.info("event=ws_close session=%s username=%r sent=%d", name, username, facts["sent"])
+        end = ended.wait(timeout=2)  # None: not stopped yet (a paused session stops later)
+        metrics.disconnected(cut_off or (end and end.closed_with), transport.error_code)
+        log.info("event=ws_close session=%s username=%r sent=%s", name, username,
+                 end.sent if end else "unknown")
 
 
 def rate_limited(raw, limits: Limits, per_second: int, extensions: bool,
