@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, fields
+from typing import get_type_hints
 
 DEFAULT_ADDR = "127.0.0.1:8022"  # the original's default
 
@@ -70,7 +71,13 @@ class Config:
     def limits(self) -> dict[str, int]:
         """The integer limits, by their `/api/settings` key: every `max_*` and `*_seconds`."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.type == "int" and (f.name.startswith("max_") or f.name.endswith("_seconds"))}
+                if TYPES[f.name] is int
+                and (f.name.startswith("max_") or f.name.endswith("_seconds"))}
+
+
+# Each setting's type, resolved: a dataclass field's `type` is whatever the annotation
+# says, the text "int" under `from __future__ import annotations`, the class otherwise.
+TYPES: dict[str, type] = get_type_hints(Config)
 
 
 # A client frame at the limits, in its longest valid JSON spelling: every character of
@@ -193,19 +200,20 @@ def from_env(environ: os._Environ | dict | None = None) -> tuple[dict, dict]:
 
 
 def _convert(key: str, raw: str, source: str):
-    kind = "port" if key == "port" else Config.__dataclass_fields__[key].type
+    """`raw` as the setting `key` takes it (`port`: the `PORT` variable, making an `addr`)."""
+    kind = "port" if key == "port" else TYPES[key]
     try:
-        if kind == "bool":
+        if kind is bool:
             lowered = raw.strip().lower()
             if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
                 raise ValueError(raw)
             return lowered in {"1", "true", "yes", "on"}
-        if kind == "int":
+        if kind is int:
             value = int(raw)
             if value < 1:
                 raise ValueError(raw)
             return value
-        if kind == "float":
+        if kind is float:
             value = float(raw)
             if value < 0:
                 raise ValueError(raw)
@@ -237,13 +245,13 @@ def _port(raw: str) -> int:
     return port
 
 
-def _describe(key: str, kind: str) -> str:
+def _describe(key: str, kind: type | str) -> str:
     if key == "redis_url":
         return "redis:// (or rediss://, unix://) URL"
     if key == "sentry_dsn":
         return "Sentry DSN (https://KEY@HOST/PROJECT)"
-    return {"bool": "boolean (1/0, true/false)", "int": "positive integer",
-            "float": "non-negative number", "port": "port number (0-65535)"}.get(kind, "HOST:PORT")
+    return {bool: "boolean (1/0, true/false)", int: "positive integer",
+            float: "non-negative number", "port": "port number (0-65535)"}.get(kind, "HOST:PORT")
 
 
 METAVARS = {"addr": "HOST:PORT", "redis_url": "URL", "sentry_dsn": "DSN",
@@ -262,14 +270,14 @@ def parser() -> argparse.ArgumentParser:
     for f in fields(Config):
         names = [_flag(f.name), *ORIGINAL_FLAGS.get(f.name, [])]
         env = env_name(f.name) + (f" or {FALLBACK_ENV[f.name]}" if f.name in FALLBACK_ENV else "")
-        if f.type == "bool":
+        if TYPES[f.name] is bool:
             # `-kozma`, and Go's `-kozma=true` / `-kozma=false`
             cli.add_argument(*names, dest=f.name, nargs="?", const="1", default=None,
                              metavar="BOOL", help=f"{HELP[f.name]} (default off; env {env})")
         else:
             default = f.default if f.default not in ("", 0) else (
                 "that formula" if f.name == "max_frame_bytes" else "none")
-            metavar = METAVARS.get(f.name) or {"int": "N", "float": "SECONDS"}.get(f.type, "TEXT")
+            metavar = METAVARS.get(f.name) or {int: "N", float: "SECONDS"}.get(TYPES[f.name], "TEXT")
             cli.add_argument(*names, dest=f.name, default=None, metavar=metavar,
                              help=f"{HELP[f.name]} (default {default}; env {env})")
     return cli
