@@ -54,7 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
     controls.install(app)
     app.after_request(api.add_cors)
     app.register_error_handler(HTTPException, api.api_error)
-    app.register_error_handler(ActorError, api.server_error)
+    app.register_error_handler(ActorError, api.actor_unavailable)
     if config.redis_url:
         from actors.shared_rooms.store import StoreUnavailable
 

@@ -91,7 +91,7 @@ def _exception_of(record: logging.LogRecord):
     if record.exc_info:
         return record.exc_info
     for arg in record.args if isinstance(record.args, tuple) else ():
-        if isinstance(arg, BaseException):  # a supervisor names how the greenlet ended
+        if isinstance(arg, BaseException):  # a supervisor names how the run ended
             return arg
     return None
 

@@ -99,8 +99,9 @@ class HubActor(Actor):
 
     Args:
         tick_seconds: how often every session gets a `KeepAlive` (None: never).
-        observe_fan_out: called with the seconds from a room's hand-off to the
-            last outbox, once per message (the fan-out latency metric).
+        observe_fan_out: called with the seconds from the hand-off of a message (by the
+            registry, or the listener with Redis) to the last outbox, once per message
+            (the fan-out latency metric).
     """
 
     kind = "hub"

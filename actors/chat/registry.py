@@ -76,12 +76,11 @@ class Room:
 
 
 class _Entry:
-    __slots__ = ("name", "actor", "last_message", "json", "sizes", "bytes", "seq")
+    __slots__ = ("name", "actor", "json", "sizes", "bytes", "seq")
 
     def __init__(self, name: str, actor: ActorRef):
         self.name = name
         self.actor = actor
-        self.last_message: Message | None = None
         self.json = b""
         self.sizes: list[int] = []  # its messages' sizes, oldest first (a list: a deque's block is 0.5 KiB)
         self.bytes = 0
@@ -181,7 +180,7 @@ class RegistryActor(Actor):
         posted = Message(entry.name, self._stamp(), username, draft.text, draft.id,
                          self._seq, f"{self.run}{resume.SEPARATOR}{self._seq}")
         posted.previous_seq = entry.seq
-        entry.last_message, entry.seq = posted, self._seq
+        entry.seq = self._seq
         entry.json = room_json(entry.name, posted)
         self._rooms_body = None
         entry.actor.tell(Append(posted))

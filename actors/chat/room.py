@@ -82,7 +82,7 @@ class RoomActor(Actor):
 
     def on_stop(self, reason) -> None:
         # A forgotten room's messages go now: the actor object itself may wait for the
-        # cyclic garbage collector (it and its greenlet refer to each other).
+        # cyclic garbage collector (it and its reference refer to each other).
         self._history.clear()
         self._history_body = None
 

@@ -1,9 +1,10 @@
 """SessionActor: one connection's outbox, written to the socket whenever it has frames.
 
-The actor's mailbox IS the outbox: rooms and the hub drop encoded frames into
-it and return at once, and only the worker running this actor waits on the
-socket (the dispatcher hands the other actors to another worker meanwhile), so
-a slow reader delays nobody but itself. The mailbox is bounded in frames and in
+The actor's mailbox IS the outbox: the hub (every message), the connection's
+reader (pongs, error frames) and the sequencer (a resume's replay) drop
+encoded frames into it and return at once, and only the worker running this
+actor waits on the socket (the dispatcher hands the other actors to another
+worker meanwhile), so a slow reader delays nobody but itself. The mailbox is bounded in frames and in
 bytes: a client that stops reading fills it and is cut off (see `hub.HubActor`).
 
 The session also keeps the connection alive: on the hub's `KeepAlive` ticks it

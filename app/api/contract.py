@@ -174,9 +174,6 @@ def _inline(schema):
     return schema
 
 
-JSON_UTF8 = "application/json; charset=utf-8"
-
-
 def _json_response(description: str, schema: dict) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 

@@ -115,7 +115,6 @@ def storage_unavailable(error):
     return response
 
 
-def server_error(error):
-    if isinstance(error, ActorError):
-        return error_response("server busy, try again", 503)
-    return error_response("internal error", 500)
+def actor_unavailable(error: ActorError):
+    """An actor did not answer (stopped, its mailbox full, too slow): busy, not broken."""
+    return error_response("server busy, try again", 503)

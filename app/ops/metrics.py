@@ -69,8 +69,8 @@ class Metrics:
             "within http_idle_timeout_seconds (embedded server and the websocket worker)",
             registry=registry)
         self.fan_out = Histogram(
-            "nane_fan_out_seconds", "From a room handing a message to the hub until every "
-            "outbox has it", buckets=FAN_OUT_BUCKETS, registry=registry)
+            "nane_fan_out_seconds", "From the registry (with Redis, the listener) handing a "
+            "message to the hub until every outbox has it", buckets=FAN_OUT_BUCKETS, registry=registry)
         self.controls = Counter(
             "nane_controls", "Fault controls used (only with --controls), by control",
             ["control"], registry=registry)

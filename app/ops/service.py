@@ -28,12 +28,12 @@ from actors.runtime.actor import ActorError, Describe, Probe, ask_all
 from actors.chat.hub import DrainAll
 from actors.chat.message import encode_error, encode_result
 from actors.chat.session import GOING_AWAY
+from app.api.routes import JSON
 from app.ops.limits import AddressLimits, client_address
 
 log = logging.getLogger("nane.ops")
 
 SLOT = "nane.connection_slot"  # the environ key that marks a request holding a websocket slot
-JSON = "application/json; charset=utf-8"
 
 bp = Blueprint("ops", __name__)
 

@@ -52,7 +52,7 @@ def actors():
     listed = [facts(ref) for ref in core]
     for room in rooms:
         # Every message reaches every connection (docs/protocol.md), so a room's receivers
-        # are all the hub's sessions: the room hands each message to the hub.
+        # are all the hub's sessions: the registry hands each message to the hub too.
         listed.append({**facts(room), "subscribers": len(sessions)})
     for session in sessions:
         shown = facts(session)
