@@ -277,7 +277,8 @@ def parser() -> argparse.ArgumentParser:
         else:
             default = f.default if f.default not in ("", 0) else (
                 "that formula" if f.name == "max_frame_bytes" else "none")
-            metavar = METAVARS.get(f.name) or {int: "N", float: "SECONDS"}.get(TYPES[f.name], "TEXT")
+            metavar = METAVARS.get(f.name) or {int: "N", float: "SECONDS"}.get(TYPES[f.name],
+                                                                                "TEXT")
             cli.add_argument(*names, dest=f.name, default=None, metavar=metavar,
                              help=f"{HELP[f.name]} (default {default}; env {env})")
     return cli

@@ -4,8 +4,9 @@ The actor's mailbox IS the outbox: the hub (every message), the connection's
 reader (pongs, error frames) and the sequencer (a resume's replay) drop
 encoded frames into it and return at once, and only the worker running this
 actor waits on the socket (the dispatcher hands the other actors to another
-worker meanwhile), so a slow reader delays nobody but itself. The mailbox is bounded in frames and in
-bytes: a client that stops reading fills it and is cut off (see `hub.HubActor`).
+worker meanwhile), so a slow reader delays nobody but itself. The mailbox is
+bounded in frames and in bytes: a client that stops reading fills it and is
+cut off (see `hub.HubActor`).
 
 The session also keeps the connection alive: on the hub's `KeepAlive` ticks it
 sends a websocket protocol ping every `ping_interval` seconds, and closes a

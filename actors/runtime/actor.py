@@ -6,6 +6,11 @@ forget) or `ask` (wait for the reply, or for the exception the actor raised).
 Because only one greenlet at a time ever runs an actor, no state needs a lock,
 and the order in which messages arrive is the order in which they act.
 
+Two ways to look at an actor from outside, as in Erlang: what the runtime
+counts about it (mailbox size, messages handled, restarts) is read without a
+message, `ActorRef.stats()` (`process_info`); what the actor holds itself
+only comes as its answer to the message `Describe` (`sys:get_status`).
+
 An actor with no mail holds no greenlet (Erlang's hibernation, Akka's
 dispatchers): the mailbox is a deque, and the first message into an empty
 one puts the actor in the dispatcher's run queue (actors/runtime/dispatcher.py),
@@ -487,7 +492,7 @@ class ActorRef:
     # -- faults on purpose (app/ops/controls.py uses these; the actor itself never knows) --
 
     def pause(self) -> None:
-        """Handle no more mail until `resume`: it piles up (a kill, a crash and `Describe` still act)."""
+        """Handle no more mail until `resume`: it piles up (a kill, crash or `Describe` still act)."""
         faults = self._faults_of()
         faults.paused = True
         faults.seen = 0
