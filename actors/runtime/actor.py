@@ -492,7 +492,10 @@ class ActorRef:
     # -- faults on purpose (app/ops/controls.py uses these; the actor itself never knows) --
 
     def pause(self) -> None:
-        """Handle no more mail until `resume`: it piles up (a kill, crash or `Describe` still act)."""
+        """Handle no more mail until `resume`: it piles up.
+
+        A kill and a crash still act, and `Describe` is still answered.
+        """
         faults = self._faults_of()
         faults.paused = True
         faults.seen = 0
