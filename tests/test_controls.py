@@ -15,7 +15,7 @@ import pytest
 from app.api.contract import openapi
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import (client_frame, metric, raw_upgrade, read_frames_until_end,
-                               wait_for)
+                               scrape, wait_for)
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 TOKEN = "test-token-13"
@@ -182,6 +182,41 @@ def test_every_disconnect_kind_as_a_raw_client_sees_it(start_server, mode):
     opcodes, code = read_frames_until_end(raw, timeout=10)
     # No pong, no close frame: silence, in every mode (we read every mode's frames ourselves).
     assert opcodes == [] and code is None
+
+
+def test_paused_actors_still_show_their_state_and_a_slowed_one_holds_nothing_up(start_server):
+    """The actor view and /metrics read an actor's own state by message (`Describe`): a paused
+    actor still answers it; one slowed down past the wait is shown with the runtime's
+    counters alone, and a scrape leaves its series out rather than hang."""
+    server = start_server(controls=1, controls_token=TOKEN)
+    ws = server.connect("ann")
+    send(ws, room="lobby", text="one")
+    assert receive(ws)["text"] == "one"
+    assert actors(server)["room:lobby"]["history"] == 1
+    for actor in ("room:lobby", "hub", "registry"):  # the registry finds the room: last
+        ok(server, "pause", actor=actor)
+    started = time.monotonic()
+    view, scraped = actors(server), scrape(server)
+    assert time.monotonic() - started < 2
+    assert view["hub"]["paused"] is True and view["hub"]["sessions"] == 1
+    assert view["registry"]["paused"] is True and view["registry"]["rooms"] == 1
+    assert view["room:lobby"]["paused"] is True and view["room:lobby"]["history"] == 1
+    assert scraped[("nane_sessions", ())] == 1 and scraped[("nane_rooms", ())] == 1
+    for actor in ("registry", "hub", "room:lobby"):
+        ok(server, "resume", actor=actor)
+
+    ok(server, "slow", actor="hub", ms=3000)  # each message waits 3 s: longer than any wait
+    try:
+        started = time.monotonic()
+        scraped = scrape(server)
+        assert time.monotonic() - started < 2.5
+        assert ("nane_sessions", ()) not in scraped and scraped[("nane_rooms", ())] == 1
+        assert ("nane_mailbox_messages", (("actor", "hub"),)) in scraped
+        hub = actors(server)["hub"]
+        assert hub["slow_ms"] == 3000 and "sessions" not in hub and hub["alive"] is True
+    finally:
+        ok(server, "slow", actor="hub", ms=0)
+    ws.close()
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
