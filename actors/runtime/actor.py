@@ -208,7 +208,7 @@ class Actor:
                 faults.before_message(self.name)  # raises: a crash needs no mail
             while self._killed is None and mailbox and turn:
                 if faults is not None and faults.before_message(self.name):
-                    self._answer_while_paused(faults)
+                    self._answer_while_paused(mailbox, faults)
                     break
                 turn -= 1
                 message = mailbox.popleft()
@@ -253,14 +253,13 @@ class Actor:
         dispatcher().schedule(self)
         return True
 
-    def _answer_while_paused(self, faults: Faults) -> None:
+    def _answer_while_paused(self, mailbox: deque, faults: Faults) -> None:
         """Paused: answer the `Describe`s waiting; every other message stays where it is.
 
         Only the messages that came in since the last look are searched (from
         the newest back), so mail piling up on a paused actor costs no more
         than it did.
         """
-        mailbox = self._mailbox
         for index in range(len(mailbox) - 1, min(faults.seen, len(mailbox)) - 1, -1):
             message = mailbox[index]
             if type(message) is _Ask and type(message.message) is Describe:

@@ -46,18 +46,18 @@ def actors():
     sessions = sorted(sessions, key=_session_number)
     described = ask_all([*core, *rooms, *sessions], Describe(), ASK_SECONDS)
 
-    def facts(ref) -> dict:
+    def facts_of(ref) -> dict:
         return {**ref.stats(), **described.get(ref, {})}
 
-    listed = [facts(ref) for ref in core]
+    listed = [facts_of(ref) for ref in core]
     for room in rooms:
         # Every message reaches every connection (docs/protocol.md), so a room's receivers
         # are all the hub's sessions: the registry hands each message to the hub too.
-        listed.append({**facts(room), "subscribers": len(sessions)})
+        listed.append({**facts_of(room), "subscribers": len(sessions)})
     for session in sessions:
-        shown = facts(session)
-        listed.append({**shown, "outbox": shown["mailbox"],  # the mailbox is the outbox
-                       "closed_with": _close(shown.get("closed_with"))})
+        facts = facts_of(session)
+        listed.append({**facts, "outbox": facts["mailbox"],  # the mailbox is the outbox
+                       "closed_with": _close(facts.get("closed_with"))})
     controls = controls_of(current_app)
     if controls is not None:  # what a fault control last did to each actor, for its card
         for facts in listed:
