@@ -503,10 +503,14 @@ def test_protocol_errors_close_1002(start_server, mode):
     unmasked = raw_upgrade(server.port, "unmasked")
     unmasked.sendall(server_frame(OP_TEXT, b"hello"))  # a client frame without a mask
     assert read_frames_until_end(unmasked, 10)[1] == 1002
-    for code in (1005, 1006, 1015):  # codes that must never be sent on the wire
+    # codes that must never be sent on the wire, and one no RFC or registry assigns
+    for code in (1005, 1006, 1015, 2999):
         sock = raw_upgrade(server.port, f"close{code}")
         sock.sendall(client_frame(OP_CLOSE, code.to_bytes(2, "big")))
         assert read_frames_until_end(sock, 10)[1] == 1002, code
+    sock = raw_upgrade(server.port, "badreason")
+    sock.sendall(client_frame(OP_CLOSE, close_payload(1000) + b"\xff"))  # a reason that is not UTF-8
+    assert read_frames_until_end(sock, 10)[1] == 1007
 
 
 @pytest.mark.parametrize("mode", MODES)
