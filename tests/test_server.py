@@ -15,7 +15,8 @@ import pytest
 import websockets
 
 from actors.chat.wire import OP_TEXT, frame_header
-from tests.conftest import ROOT, Server, free_port, receive, send
+from tests.conftest import ROOT, Server, receive, send
+from tests.ports import free_port
 from tests.ops_helpers import raw_upgrade, read_frames_until_end
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
