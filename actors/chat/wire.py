@@ -139,33 +139,23 @@ def parse_header(data: Buffer, at: int = 0) -> tuple[bool, int, int, bytes | Non
     Raises:
         ProtocolError: an RSV bit is set (no extension is ever negotiated).
     """
-    end = len(data)
-    if end - at < 2:
+    available = len(data) - at
+    if available < 2:
         return None
     first, second = data[at], data[at + 1]
     if first & 0x70:
         raise ProtocolError("reserved bits set")
-    length = second & 0x7F
-    if length < 126:
-        size = 2
-    elif length == 126:
-        size = 4
-        if end - at < 4:
+    length, size = second & 0x7F, 2
+    if length > 125:
+        size = 4 if length == 126 else 10
+        if available < size:
             return None
-        length = _U16.unpack_from(data, at + 2)[0]
-    else:
-        size = 10
-        if end - at < 10:
-            return None
-        length = _U64.unpack_from(data, at + 2)[0]
-    if second & 0x80:
-        if end - at < size + 4:
-            return None
-        mask = bytes(data[at + size:at + size + 4])
-        size += 4
-    else:
-        mask = None
-    return bool(first & 0x80), first & 0x0F, length, mask, size
+        length = (_U16 if size == 4 else _U64).unpack_from(data, at + 2)[0]
+    if second < 0x80:
+        return first > 0x7F, first & 0x0F, length, None, size
+    if available < size + 4:
+        return None
+    return first > 0x7F, first & 0x0F, length, bytes(data[at + size:at + size + 4]), size + 4
 
 
 def check_control(fin: bool, length: int) -> None:
@@ -252,8 +242,9 @@ class Incoming:
 
     def finish(self) -> int:
         """The completed message's opcode (text or binary); ready for the next message."""
-        opcode, self.opcode, self.size, self.fragments = self.opcode, None, 0, 0
+        opcode = self.opcode
         assert opcode is not None
+        self.opcode, self.size, self.fragments = None, 0, 0
         return opcode
 
 
