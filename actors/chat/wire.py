@@ -268,20 +268,22 @@ class FrameParser:
 
     def __init__(self, keep_data: bool = True):
         self.keep_data = keep_data
-        self._pending = b""  # the start of a frame not complete yet
+        self._pending = bytearray()  # the start of a frame not complete yet
         self._skip = 0  # payload bytes still to pass over (keep_data=False)
 
     def feed(self, data: Buffer) -> list[tuple[bool, int, bytes | None]]:
         frames: list[tuple[bool, int, bytes | None]] = []
-        at, end = self._skip, len(data)
-        if at >= end:
-            self._skip = at - end
-            return frames
-        self._skip = 0
-        if self._pending:
-            data = self._pending + data[at:]
-            at, end = 0, len(data)
-            self._pending = b""
+        skip = self._skip
+        if skip:
+            if skip >= len(data):
+                self._skip = skip - len(data)
+                return frames
+            data, self._skip = data[skip:], 0
+        pending = self._pending
+        if pending:  # appended to, so a frame that comes in many reads costs no more than one
+            pending += data
+            data = pending
+        at, end = 0, len(data)
         keep_data = self.keep_data
         while True:
             header = parse_header(data, at)
@@ -293,8 +295,8 @@ class FrameParser:
             if not keep_data and opcode < 8:
                 frames.append((fin, opcode, None))
                 if stop > end:
-                    self._skip = stop - end
-                    return frames
+                    self._skip, at = stop - end, end
+                    break
                 at = stop
                 continue
             if stop > end:
@@ -302,6 +304,8 @@ class FrameParser:
             payload = bytes(data[start:stop])
             frames.append((fin, opcode, unmask(payload, mask) if mask else payload))
             at = stop
-        if at < end:
-            self._pending = bytes(data[at:end])
+        if pending:
+            del pending[:at]
+        elif at < end:
+            pending += data[at:end]
         return frames
