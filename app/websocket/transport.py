@@ -5,6 +5,9 @@ gunicorn's GeventWebSocketWorker) or flask-sock's simple-websocket
 (`gunicorn -k gevent`, see app/websocket/simple_ws.py) — hands us the socket and its
 read buffer, and from then on this class alone reads and writes it. The
 session code sees only `receive`, `send`, `ping`, `answered` and `close`.
+The frames themselves are parsed, checked and built by nane's one codec,
+actors/chat/wire.py (no I/O); this class does the reads, the writes, the
+locking and the timeouts around it.
 
 What it promises, whatever the client sends (README, "Limits"):
 
