@@ -209,8 +209,8 @@ class Incoming:
     def check(self, fin: bool, opcode: int, length: int, mask: bytes | None) -> bool:
         """Check one client frame's header; True for a control frame (which a message may enclose).
 
-        After a data frame with `fin` set, the message is complete and the next
-        frame starts a new one.
+        After a data frame with `fin` set the message is complete: `finish`
+        then makes way for the next one.
 
         Raises:
             ProtocolError: an unmasked frame, an unknown opcode, a bad control
