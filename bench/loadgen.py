@@ -6,9 +6,11 @@ answer protocol pings), never touching the payload. A few connections are
 *probes*: they assemble whole frames and hand the payload to a callback, which
 parses the JSON to measure latency and check order.
 
-The websocket client side (handshake, masked frames) is written here by hand:
-it is small, and it keeps the generator's CPU per received frame far below a
-Python server's, which is the point (see LoadGen.cpu_per_frame_us).
+The handshake is written here by hand and the frames are nane's own codec
+(actors/chat/wire.py): counters use its `FrameParser(keep_data=False)`,
+which walks headers and skips payloads without copying them, so the
+generator's CPU per received frame stays far below a Python server's, which
+is the point (see `gen_cpu_us_per_frame` in scenarios.py).
 
 Every wait is bounded: LoadGen.loop() takes a deadline and a stall timeout and
 returns False instead of hanging; the caller then reports what it counted as
@@ -22,6 +24,8 @@ import select
 import socket
 import time
 
+from actors.chat.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame
+
 RECV_SIZE = 256 * 1024
 
 CONNECTING, HANDSHAKE, OPEN, CLOSED = range(4)
@@ -31,26 +35,10 @@ _EV_W = select.EPOLLOUT
 _EV_RX = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 
 
-def ws_frame(payload, opcode=1):
-    """A masked client frame (FIN set)."""
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8")
-    n = len(payload)
-    if n < 126:
-        hdr = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        hdr = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        hdr = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    mask = os.urandom(4)
-    if n:
-        m = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        payload = (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big")
-    return hdr + mask + payload
-
-
 def json_frame(obj):
-    return ws_frame(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    """A chat message as a masked client text frame."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return client_frame(OP_TEXT, text.encode("utf-8"))
 
 
 def percentile(sorted_vals, p):
@@ -63,7 +51,7 @@ def percentile(sorted_vals, p):
 
 class Conn:
     __slots__ = ("g", "sock", "fd", "state", "idx", "probe", "on_msg", "hs",
-                 "inbuf", "carry", "skip", "count", "outbuf", "events", "user",
+                 "parser", "count", "outbuf", "events", "user",
                  "in_cep")
 
     def __init__(self, g, idx, probe, on_msg):
@@ -73,9 +61,7 @@ class Conn:
         self.on_msg = on_msg  # probe callback(conn, payload_bytes, recv_ns)
         self.state = CONNECTING
         self.hs = b""
-        self.inbuf = bytearray()
-        self.carry = b""
-        self.skip = 0
+        self.parser = FrameParser(keep_data=probe)  # counters skip payloads
         self.count = 0  # complete data frames (messages) received
         self.outbuf = b""
         self.events = 0
@@ -268,7 +254,7 @@ class LoadGen:
         """Read every readable counter connection: one recv_into per socket
         into the shared buffer, then a header walk. Clocks are read once per
         chunk, not per socket; probes are served between chunks."""
-        cep, cmap, buf, walk = self.cep, self.cmap, self.buf, self._walk
+        cep, cmap, buf, mv, walk = self.cep, self.cmap, self.buf, self.mv, self._walk
         rounds = len(cmap) // chunk + 2
         while rounds > 0:
             rounds -= 1
@@ -277,9 +263,6 @@ class LoadGen:
             for fd, ev in events:
                 c = cmap.get(fd)
                 if c is None or c.state == CLOSED:
-                    continue
-                if c.carry:
-                    self._on_readable(c)
                     continue
                 try:
                     n = c.sock.recv_into(buf)
@@ -290,11 +273,7 @@ class LoadGen:
                 if n == 0:
                     self._close(c, unexpected=True)
                     continue
-                skip = c.skip
-                if skip >= n:
-                    c.skip = skip - n
-                    continue
-                counted += walk(c, buf, n)
+                counted += walk(c, mv[:n])
             if counted:
                 self.rx_frames += counted
                 self.last_rx_ns = time.monotonic_ns()
@@ -396,93 +375,38 @@ class LoadGen:
                 self.cmap[c.fd] = c
                 c.in_cep = True
             if rest:
-                self._feed(c, rest, len(rest))
+                self._feed(c, rest)
             return
-        if c.carry:
-            data = c.carry + self.buf[:n]
-            c.carry = b""
-            self._feed(c, data, len(data))
-        else:
-            self._feed(c, self.buf, n)
+        self._feed(c, self.mv[:n])
 
-    def _feed(self, c, data, n):
+    def _feed(self, c, data):
         if c.probe:
-            c.inbuf += data[:n] if n != len(data) else data
-            self._parse_probe(c)
+            self._parse_probe(c, data)
         else:
-            cnt = self._walk(c, data, n)
+            cnt = self._walk(c, data)
             if cnt:
                 self.rx_frames += cnt
                 self.last_rx_ns = time.monotonic_ns()
                 self.last_progress = time.monotonic()
 
-    def _walk(self, c, data, n):
-        """Count complete data frames by walking headers only; returns the
-        count (the caller adds it to rx_frames)."""
-        i = c.skip
-        if i >= n:
-            c.skip = i - n
-            return 0
+    def _walk(self, c, data):
+        """Count the data frames that end a message (payloads skipped, not
+        read); returns the count (the caller adds it to rx_frames)."""
         cnt = 0
-        while i + 2 <= n:
-            b0 = data[i]
-            ln = data[i + 1] & 127
-            if ln < 126:
-                h = 2
-            elif ln == 126:
-                if i + 4 > n:
-                    break
-                ln = (data[i + 2] << 8) | data[i + 3]
-                h = 4
-            else:
-                if i + 10 > n:
-                    break
-                ln = int.from_bytes(data[i + 2:i + 10], "big")
-                h = 10
-            if b0 & 8:  # control frame (opcode >= 8): needs its payload
-                if i + h + ln > n:
-                    break
-                self._control(c, b0 & 15, bytes(data[i + h:i + h + ln]))
+        for fin, op, payload in c.parser.feed(data):
+            if op >= 8:  # control frames come whole
+                self._control(c, op, payload)
                 if c.state == CLOSED:
                     break
-                i += h + ln
-                continue
-            if b0 & 128:
+            elif fin:
                 cnt += 1
-            i += h + ln
-        if i > n:
-            c.skip = i - n
-        else:
-            c.skip = 0
-            if i < n:
-                c.carry = bytes(data[i:n])
         c.count += cnt
         return cnt
 
-    def _parse_probe(self, c):
-        buf = c.inbuf
-        n = len(buf)
-        i = 0
+    def _parse_probe(self, c, data):
         now = None
-        while i + 2 <= n:
-            b0 = buf[i]
-            ln = buf[i + 1] & 127
-            h = 2
-            if ln == 126:
-                if i + 4 > n:
-                    break
-                ln = (buf[i + 2] << 8) | buf[i + 3]
-                h = 4
-            elif ln == 127:
-                if i + 10 > n:
-                    break
-                ln = int.from_bytes(buf[i + 2:i + 10], "big")
-                h = 10
-            if i + h + ln > n:
-                break
-            payload = bytes(buf[i + h:i + h + ln])
-            i += h + ln
-            op = b0 & 15
+        frames = c.parser.feed(data)
+        for fin, op, payload in frames:
             if op >= 8:
                 self._control(c, op, payload)
                 if c.state == CLOSED:
@@ -493,16 +417,15 @@ class LoadGen:
             c.count += 1
             self.rx_frames += 1
             self.last_rx_ns = self.last_probe_ns = now
-            if c.on_msg is not None and op == 1:
+            if c.on_msg is not None and op == OP_TEXT:
                 c.on_msg(c, payload, now)
-        if i:
-            del buf[:i]
+        if frames:
             self.last_progress = time.monotonic()
 
     def _control(self, c, op, payload):
-        if op == 9:  # ping -> pong
-            c.send(ws_frame(payload, 10))
-        elif op == 8:  # close from the server
+        if op == OP_PING:
+            c.send(client_frame(OP_PONG, payload))
+        elif op == OP_CLOSE:  # close from the server
             self._close(c, unexpected=True)
 
     # ---- measuring ourselves ----------------------------------------------

@@ -38,7 +38,6 @@ import os
 import selectors
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -47,14 +46,13 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the codec (actors/chat/wire.py) and tests/ports.py
+
+from actors.chat.wire import OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame  # noqa: E402
+from tests.ports import free_port  # noqa: E402
+
 RECV_SIZE = 256 * 1024
 DEADLINE = 60.0  # seconds any one phase may take
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- processes -----------------------------------------------------------------
@@ -109,14 +107,6 @@ def start_server(log_dir: Path, redis_url: str | None,
 # -- clients -------------------------------------------------------------------
 
 
-def masked(payload: bytes) -> bytes:
-    n = len(payload)
-    header = struct.pack("!BB", 0x81, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
-    mask = os.urandom(4)
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return header + mask + (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
-
-
 class Client:
     """A websocket that counts the text frames it receives; a probe also reads their payload."""
 
@@ -136,14 +126,16 @@ class Client:
         head, _, rest = answer.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(head.decode(errors="replace"))
-        self.buffer = bytearray(rest)
+        self.parser = FrameParser(keep_data=probe)  # counters skip payloads
+        self.leftover = rest  # frames that came with the handshake's answer
         self.probe = probe
         self.count = 0
         self.latencies: list[int] = []  # ns, probes only
         self.closed = False
 
     def post(self, text: str) -> None:
-        self.sock.sendall(masked(json.dumps({"room": "bench", "text": text}).encode()))
+        message = json.dumps({"room": "bench", "text": text}).encode()
+        self.sock.sendall(client_frame(OP_TEXT, message))
 
     def read(self) -> None:
         try:
@@ -154,32 +146,17 @@ class Client:
         if not chunk:
             self.closed = True
             return
-        buffer = self.buffer
-        buffer += chunk
-        at, size = 0, len(buffer)
-        while size - at >= 2:
-            length, start = buffer[at + 1] & 0x7F, at + 2
-            if length == 126:
-                if size - at < 4:
-                    break
-                length, start = struct.unpack_from("!H", buffer, at + 2)[0], at + 4
-            elif length == 127:
-                if size - at < 10:
-                    break
-                length, start = struct.unpack_from("!Q", buffer, at + 2)[0], at + 10
-            if size < start + length:
-                break
-            if buffer[at] & 0x0F == 0x1:
+        if self.leftover:
+            chunk, self.leftover = self.leftover + chunk, b""
+        for _, opcode, payload in self.parser.feed(chunk):
+            if opcode == OP_TEXT:
                 self.count += 1
                 if self.probe:
-                    text = json.loads(bytes(buffer[start:start + length]))["text"]
+                    text = json.loads(payload)["text"]
                     if text.startswith("t"):
                         self.latencies.append(now - int(text[1:]))
-            elif buffer[at] & 0x0F == 0x9:  # protocol ping: pong with the same payload
-                payload = bytes(buffer[start:start + length])
-                self.sock.sendall(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
-            at = start + length
-        del buffer[:at]
+            elif opcode == OP_PING:  # protocol ping: pong with the same payload
+                self.sock.sendall(client_frame(OP_PONG, payload))
 
 
 class Clients:

@@ -28,9 +28,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(1, ROOT)  # the codec (actors/chat/wire.py) and tests/ports.py
 
 import scenarios  # noqa: E402
 from loadgen import kernel_counters  # noqa: E402
+
+from tests.ports import free_port  # noqa: E402
 
 try:
     import psutil
@@ -158,12 +161,6 @@ def raise_file_limit():
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from docs.screenshots import chatting  # noqa: E402
 from tests.browser import expect, sync_api  # noqa: E402
-from tests.conftest import Server, free_port  # noqa: E402
+from tests.conftest import Server  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 TOKEN = "lesson"
 

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, expect, sync_api  # noqa: E402
-from tests.conftest import Server, free_port  # noqa: E402
+from tests.conftest import Server  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 CONVERSATION = [
     ("alice", "lobby", "Morning! Is the new server up?"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import websocket
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVE_TIMEOUT = 5.0
@@ -33,12 +34,6 @@ MODES = {
     "gunicorn-gevent": lambda port: GUNICORN + ["-k", "gevent", "-b", f"127.0.0.1:{port}",
                                                 "app.wsgi:app"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Server:

@@ -1,9 +1,10 @@
 """Hundreds of websocket clients in one thread: raw sockets, one selector, bounded waits.
 
 websocket-client costs tens of microseconds per frame, too much for a test that
-receives a couple of million frames; these clients speak just enough of
-RFC 6455 (handshake, masked text frames out, unmasked frames in, pong for
-ping) and hand each received message's payload to a callback.
+receives a couple of million frames; these clients do the handshake by hand,
+speak RFC 6455 through nane's own codec (actors/chat/wire.py: masked text
+frames out, the server's frames parsed, pong for ping) and hand each received
+message's payload to a callback.
 """
 
 from __future__ import annotations
@@ -13,44 +14,31 @@ import json
 import os
 import selectors
 import socket
-import struct
 import time
 from typing import Callable
+
+from actors.chat.wire import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame,
+                              parse_close)
 
 RECV_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 5.0
 
 
-def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """A masked client frame; the mask is random, as RFC 6455 asks."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    mask = os.urandom(4)
-    if n:
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-        payload = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
-    return header + mask + payload
-
-
 class Client:
     """One connection: its socket, its unread bytes, and whether the server closed it."""
 
-    __slots__ = ("index", "sock", "buffer", "closed", "close_code")
+    __slots__ = ("index", "sock", "parser", "leftover", "closed", "close_code")
 
     def __init__(self, index: int, sock: socket.socket, leftover: bytes):
         self.index = index
         self.sock = sock
-        self.buffer = bytearray(leftover)
+        self.parser = FrameParser()
+        self.leftover = leftover  # frames that came with the handshake's answer
         self.closed = False
         self.close_code: int | None = None
 
     def send_json(self, frame: dict) -> None:
-        self.sock.sendall(client_frame(json.dumps(frame).encode()))
+        self.sock.sendall(client_frame(OP_TEXT, json.dumps(frame).encode()))
 
 
 def connect(port: int, username: str, index: int, query: str = "") -> Client:
@@ -120,33 +108,16 @@ class Crowd:
             client.closed = True
             self._selector.unregister(client.sock)
             return
-        buffer = client.buffer
-        buffer += chunk
-        at, size = 0, len(buffer)
-        while size - at >= 2:
-            first, second = buffer[at], buffer[at + 1]
-            length, start = second & 0x7F, at + 2
-            if length == 126:
-                if size - at < 4:
-                    break
-                length, start = struct.unpack_from("!H", buffer, at + 2)[0], at + 4
-            elif length == 127:
-                if size - at < 10:
-                    break
-                length, start = struct.unpack_from("!Q", buffer, at + 2)[0], at + 10
-            if size < start + length:
-                break
-            payload = bytes(buffer[start:start + length])
-            at = start + length
-            opcode = first & 0x0F
-            if opcode == 0x1:
+        if client.leftover:
+            chunk, client.leftover = client.leftover + chunk, b""
+        for _, opcode, payload in client.parser.feed(chunk):
+            if opcode == OP_TEXT:
                 self.on_message(client, payload)
-            elif opcode == 0x9:
-                client.sock.sendall(client_frame(payload, 0xA))
-            elif opcode == 0x8:
+            elif opcode == OP_PING:
+                client.sock.sendall(client_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
                 client.closed = True
-                client.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-        del buffer[:at]
+                client.close_code = parse_close(payload)[0]
 
     def close(self) -> None:
         for client in self.clients:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import websocket
 
-from tests.conftest import ROOT, free_port, receive, send
+from tests.conftest import ROOT, receive, send
+from tests.ports import free_port
 
 START_SECONDS = 60.0  # a cold start on a busy 2-core machine
 

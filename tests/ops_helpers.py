@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import struct
 import time
 from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from actors.chat.wire import OP_CLOSE, FrameParser, parse_close
 
 FIGURES: dict[str, dict[str, object]] = defaultdict(dict)
 
@@ -75,43 +76,20 @@ def raw_upgrade(port: int, username: str = "raw", timeout: float = 5.0,
     return sock
 
 
-def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A masked client frame (zero mask, so the payload goes as it is)."""
-    first = (0x80 if fin else 0) | opcode
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", first, 0x80 | length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", first, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, 0x80 | 127, length)
-    return header + bytes(4) + payload
-
-
 def read_frames_until_end(sock: socket.socket, timeout: float) -> tuple[list[int], int | None]:
     """Read server frames until the connection ends: (opcodes seen, close code or None)."""
     sock.settimeout(timeout)
-    buffer, opcodes, code = b"", [], None
+    parser, opcodes, code = FrameParser(), [], None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        while len(buffer) >= 2:
-            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
-            start = 2
-            if length == 126:
-                length, start = struct.unpack("!H", buffer[2:4])[0], 4
-            elif length == 127:
-                length, start = struct.unpack("!Q", buffer[2:10])[0], 10
-            if len(buffer) < start + length:
-                break
-            payload, buffer = buffer[start:start + length], buffer[start + length:]
-            opcodes.append(opcode)
-            if opcode == 0x8 and len(payload) >= 2:
-                code = struct.unpack("!H", payload[:2])[0]
         try:
             chunk = sock.recv(65536)
         except (ConnectionResetError, socket.timeout):
             return opcodes, code
         if not chunk:
             return opcodes, code
-        buffer += chunk
+        for _, opcode, payload in parser.feed(chunk):
+            opcodes.append(opcode)
+            if opcode == OP_CLOSE and payload:
+                code = parse_close(payload)[0]
     raise AssertionError(f"the connection did not end within {timeout}s (frames {opcodes})")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 READY_TIMEOUT = 10.0
 READY_LINE = b"Ready to accept connections"

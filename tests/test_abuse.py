@@ -25,9 +25,10 @@ import psutil
 import pytest
 import websocket
 
+from actors.chat.wire import (OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, FrameParser,
+                              client_frame, close_payload, frame_header, server_frame)
 from tests.conftest import receive, receive_close, send
-from tests.ops_helpers import (client_frame, figure, metric, raw_upgrade,
-                               read_frames_until_end, wait_for)
+from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, wait_for
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 DEADLINE = 10.0  # seconds a bystander's probe may take before the server counts as stalled
@@ -154,18 +155,21 @@ def sigterm_exits_0(server, grace: float) -> None:
     assert time.monotonic() - started < grace + 3
 
 
-MASK = bytes(4)
+MASK = bytes(4)  # a zero mask: the payload goes as it is
+EMPTY_PONG = client_frame(OP_PONG, mask=MASK)
+EMPTY_PING = client_frame(OP_PING, mask=MASK)
+EMPTY_PIECE = client_frame(OP_CONTINUATION, fin=False, mask=MASK)  # of a fragmented message
 
 
 def frames_of(kind: str) -> tuple[bytes, bytes]:
     """(what opens the attack, the chunk it repeats) for a flood of `kind`."""
     if kind == "pong":
-        return b"", (b"\x8a\x80" + MASK) * 2000
+        return b"", EMPTY_PONG * 2000
     if kind == "ping":
-        return b"", (b"\x89\x80" + MASK) * 2000
+        return b"", EMPTY_PING * 2000
     if kind == "continuation":  # a text message that never ends, in empty pieces
-        return client_frame(0x1, b'{"room":', fin=False), (b"\x00\x80" + MASK) * 2000
-    return b"", client_frame(0x1, b'{"room":"flood","text":"x"}') * 500
+        return client_frame(OP_TEXT, b'{"room":', fin=False, mask=MASK), EMPTY_PIECE * 2000
+    return b"", client_frame(OP_TEXT, b'{"room":"flood","text":"x"}', mask=MASK) * 500
 
 
 # -- 1. a reader that never yields --------------------------------------------
@@ -210,17 +214,17 @@ def test_control_frames_count_against_the_rate_limit(start_server):
     server = start_server(max_messages_per_second=5, max_flood_seconds=1)
     sock = raw_upgrade(server.port, "pinger")
     for _ in range(400):  # 80 seconds' worth of pings at once, then 3 more seconds of them
-        sock.sendall(b"\x89\x80" + MASK)
+        sock.sendall(EMPTY_PING)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         try:
-            sock.sendall(b"\x89\x80" + MASK)
+            sock.sendall(EMPTY_PING)
         except OSError:
             break
         time.sleep(0.02)
     opcodes, code = read_frames_until_end(sock, timeout=10)
     assert code == 1008
-    assert opcodes.count(0xA) < 400  # not every ping was answered: most were over the rate
+    assert opcodes.count(OP_PONG) < 400  # not every ping was answered: most were over the rate
 
 
 # -- 2. a writer stuck forever -------------------------------------------------
@@ -232,7 +236,7 @@ def test_a_client_that_stops_reading_mid_write_is_cut_off_in_bounded_time(start_
                           max_flood_seconds=1000)
     silent = raw_upgrade(server.port, "silent", receive_buffer=4096)
     for _ in range(200):  # pings it never reads the answers to; then silence
-        silent.sendall(client_frame(0x9, b"p" * 125))
+        silent.sendall(client_frame(OP_PING, b"p" * 125))
     with Watch(server, f"abuse_stuck_writer[{mode}]") as watch:
         poster = server.connect("poster")
         text = "x" * 60000
@@ -285,7 +289,7 @@ def test_pings_during_a_blocked_write_never_leak_a_connection_slot(start_server,
     for _ in range(50):
         for sock in attackers:
             try:
-                sock.sendall(client_frame(0x9, b"q" * 100))
+                sock.sendall(client_frame(OP_PING, b"q" * 100))
             except OSError:
                 pass
     for sock in attackers:  # gone without a close frame
@@ -382,10 +386,10 @@ def test_a_message_in_endless_fragments_is_refused(start_server, mode):
     server = start_server(mode)
     with Watch(server, f"abuse_fragments[{mode}]") as watch:
         sock = raw_upgrade(server.port, "fragments")
-        sock.sendall(client_frame(0x1, b'{"room":', fin=False))
+        sock.sendall(client_frame(OP_TEXT, b'{"room":', fin=False, mask=MASK))
         try:
             for _ in range(100):  # up to 1.2 MB of empty continuation frames
-                sock.sendall((b"\x00\x80" + MASK) * 2000)
+                sock.sendall(EMPTY_PIECE * 2000)
         except OSError:
             pass  # cut off while still sending
         assert read_frames_until_end(sock, timeout=10)[1] in (1008, 1009)
@@ -398,7 +402,7 @@ def test_big_messages_faster_than_they_are_taken_are_not_buffered(start_server, 
     server = start_server(mode)
     with Watch(server, f"abuse_big_message_flood[{mode}]") as watch:
         sock = raw_upgrade(server.port, "pusher", receive_buffer=4096)
-        frame = client_frame(0x1, json.dumps({"room": "r", "text": "b" * 60000}).encode())
+        frame = client_frame(OP_TEXT, json.dumps({"room": "r", "text": "b" * 60000}).encode())
         stream(sock, frame * 20, seconds=4).join(10)  # as much as it can in 4 s
         watch.sample()
         watch.assert_alive()
@@ -497,12 +501,16 @@ def test_malformed_handshakes_get_a_4xx_with_a_reason(start_server, mode):
 def test_protocol_errors_close_1002(start_server, mode):
     server = start_server(mode)
     unmasked = raw_upgrade(server.port, "unmasked")
-    unmasked.sendall(b"\x81\x05hello")  # a client frame without a mask
+    unmasked.sendall(server_frame(OP_TEXT, b"hello"))  # a client frame without a mask
     assert read_frames_until_end(unmasked, 10)[1] == 1002
-    for code in (1005, 1006, 1015):  # codes that must never be sent on the wire
+    # codes that must never be sent on the wire, and one no RFC or registry assigns
+    for code in (1005, 1006, 1015, 2999):
         sock = raw_upgrade(server.port, f"close{code}")
-        sock.sendall(client_frame(0x8, struct.pack("!H", code)))
+        sock.sendall(client_frame(OP_CLOSE, code.to_bytes(2, "big")))
         assert read_frames_until_end(sock, 10)[1] == 1002, code
+    sock = raw_upgrade(server.port, "badreason")
+    sock.sendall(client_frame(OP_CLOSE, close_payload(1000) + b"\xff"))  # a reason that is not UTF-8
+    assert read_frames_until_end(sock, 10)[1] == 1007
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -511,11 +519,10 @@ def test_an_oversized_message_is_refused_from_its_header_with_the_documented_rea
     server = start_server(mode, max_frame_bytes=4096, max_message_length=100,
                           max_room_title_length=20, max_id_length=16)
     sock = raw_upgrade(server.port)
-    sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, 1 << 30) + MASK)  # 1 GiB declared, none sent
+    sock.sendall(frame_header(OP_TEXT, 1 << 30, mask=MASK))  # 1 GiB declared, none sent
     sock.settimeout(10)
-    data = sock.recv(4096)
-    assert data[:1] == b"\x88" and struct.unpack("!H", data[2:4])[0] == 1009, data
-    assert data[4:] == b"message larger than 4096 bytes"
+    frames = FrameParser().feed(sock.recv(4096))
+    assert frames == [(True, OP_CLOSE, close_payload(1009, "message larger than 4096 bytes"))]
 
 
 # -- 11. a refused client hears why ---------------------------------------------------

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import struct
 import threading
 import time
+from collections import deque
 
 import psutil
 
+from actors.chat.wire import OP_TEXT, FrameParser, client_frame
 from tests.conftest import receive, send
-from tests.ops_helpers import client_frame, raw_upgrade, read_frames_until_end
+from tests.ops_helpers import raw_upgrade, read_frames_until_end
 
 
 def test_clients_that_stop_reading_are_cut_off_by_bytes_and_memory_stays_bounded(start_server):
@@ -48,7 +49,7 @@ def test_a_fast_burst_within_the_rate_limits_loses_nothing(start_server):
     """Far more posts at once than the registry's mailbox holds: the reader waits, nothing drops."""
     server = start_server(max_messages_per_second=1_000_000, max_flood_seconds=1_000_000)
     count = 25_000  # the registry's mailbox holds 10,000
-    burst = b"".join(client_frame(0x1, json.dumps({"room": "burst", "text": str(i)}).encode())
+    burst = b"".join(client_frame(OP_TEXT, json.dumps({"room": "burst", "text": str(i)}).encode())
                      for i in range(count))
     reader = server.connect("reader")
     sender = raw_upgrade(server.port, "sender", timeout=30.0)
@@ -76,20 +77,14 @@ def test_a_fast_burst_within_the_rate_limits_loses_nothing(start_server):
 
 def _text_reader(sock):
     """`next_text()` over a raw socket: the `text` of each server text frame, in order."""
-    buffer = bytearray()
+    parser, texts = FrameParser(), deque()
 
     def next_text() -> str:
-        while True:
-            if len(buffer) >= 2:
-                length, start = buffer[1] & 0x7F, 2
-                if length == 126 and len(buffer) >= 4:
-                    length, start = struct.unpack("!H", buffer[2:4])[0], 4
-                if length < 126 and len(buffer) >= start + length:
-                    payload = bytes(buffer[start:start + length])
-                    del buffer[:start + length]
-                    return json.loads(payload)["text"]
+        while not texts:
             chunk = sock.recv(65536)
             assert chunk, "connection closed"
-            buffer.extend(chunk)
+            texts.extend(json.loads(payload)["text"] for _, opcode, payload in parser.feed(chunk)
+                         if opcode == OP_TEXT)
+        return texts.popleft()
 
     return next_text

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from actors.chat.wire import OP_CLOSE, OP_PING, OP_TEXT, client_frame
 from app.api.contract import openapi
 from tests.conftest import receive, receive_close, send
-from tests.ops_helpers import (client_frame, metric, raw_upgrade, read_frames_until_end,
-                               scrape, wait_for)
+from tests.ops_helpers import metric, raw_upgrade, read_frames_until_end, scrape, wait_for
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 TOKEN = "test-token-13"
@@ -173,12 +173,12 @@ def test_every_disconnect_kind_as_a_raw_client_sees_it(start_server, mode):
     raw = raw_upgrade(server.port, "dropped")
     ok(server, "disconnect", actor=session_of(server, "dropped"), how="drop")
     opcodes, code = read_frames_until_end(raw, timeout=5)
-    assert 0x8 not in opcodes and code is None  # no close frame: the TCP connection just ends
+    assert OP_CLOSE not in opcodes and code is None  # no close frame: the TCP connection just ends
 
     raw = raw_upgrade(server.port, "silent")
     ok(server, "disconnect", actor=session_of(server, "silent"), how="silent", seconds=2)
-    raw.sendall(client_frame(0x1, b'{"ping": true}'))
-    raw.sendall(client_frame(0x9, b"are you there"))  # a protocol ping, unanswered too
+    raw.sendall(client_frame(OP_TEXT, b'{"ping": true}'))
+    raw.sendall(client_frame(OP_PING, b"are you there"))  # a protocol ping, unanswered too
     opcodes, code = read_frames_until_end(raw, timeout=10)
     # No pong, no close frame: silence, in every mode (we read every mode's frames ourselves).
     assert opcodes == [] and code is None

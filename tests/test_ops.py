@@ -239,7 +239,8 @@ def test_max_connections_refuses_with_503_before_the_upgrade(start_server, mode)
 
 def test_a_bare_geventwebsocket_worker_closes_1013_when_full(tmp_path):
     """Without gunicorn.conf.py the worker upgrades before the app runs: then 1013."""
-    from tests.conftest import Server, free_port, MODES
+    from tests.conftest import Server, MODES
+    from tests.ports import free_port
     import sys
     port = free_port()
     MODES["bare-geventwebsocket"] = lambda p: [

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import shlex
-import struct
 import subprocess
 import sys
 import time
@@ -15,7 +14,9 @@ import psutil
 import pytest
 import websockets
 
-from tests.conftest import ROOT, Server, free_port, receive, send
+from actors.chat.wire import OP_TEXT, frame_header
+from tests.conftest import ROOT, Server, receive, send
+from tests.ports import free_port
 from tests.ops_helpers import raw_upgrade, read_frames_until_end
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
@@ -61,7 +62,7 @@ def test_oversized_frame_closes_1009_before_it_is_buffered(start_server, mode):
     before = worker.memory_info().rss
     sock = raw_upgrade(server.port)
     declared = 200 * 1024 * 1024  # a 200 MB frame: header first, then a little payload
-    header = struct.pack("!BBQ", 0x81, 0x80 | 127, declared) + bytes(4)  # zero mask: text stays text
+    header = frame_header(OP_TEXT, declared, mask=bytes(4))  # zero mask: text stays text
     sock.sendall(header)
     try:
         sock.sendall(b"x" * 8192)

@@ -254,7 +254,8 @@ def test_20_kozma_room_exists_soon_after_start(start_server):
 
 
 def test_20_kozma_flag_single_dash(start_server, tmp_path):
-    from tests.conftest import ROOT, free_port
+    from tests.conftest import ROOT
+    from tests.ports import free_port
     import subprocess
     import sys
     import time

@@ -10,9 +10,10 @@ receiver, the history and the room list reuse those bytes.
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from actors.chat.wire import OP_TEXT, server_frame
 
 
 class Frame:
@@ -32,14 +33,7 @@ class Frame:
     @property
     def wire(self) -> bytes:
         if self._wire is None:
-            size = len(self.json)
-            if size < 126:
-                header = bytes((0x81, size))
-            elif size < 65536:
-                header = struct.pack("!BBH", 0x81, 126, size)
-            else:
-                header = struct.pack("!BBQ", 0x81, 127, size)
-            self._wire = header + self.json
+            self._wire = server_frame(OP_TEXT, self.json)
         return self._wire
 
     def __repr__(self) -> str:

@@ -5,6 +5,9 @@ gunicorn's GeventWebSocketWorker) or flask-sock's simple-websocket
 (`gunicorn -k gevent`, see app/websocket/simple_ws.py) — hands us the socket and its
 read buffer, and from then on this class alone reads and writes it. The
 session code sees only `receive`, `send`, `ping`, `answered` and `close`.
+The frames themselves are parsed, checked and built by nane's one codec,
+actors/chat/wire.py (no I/O); this class does the reads, the writes, the
+locking and the timeouts around it.
 
 What it promises, whatever the client sends (README, "Limits"):
 
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 from typing import Callable
 
 import gevent
@@ -37,6 +39,9 @@ from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
 from actors.chat.message import Frame
+from actors.chat.wire import (NO_STATUS, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Incoming,
+                              LimitExceeded, ProtocolError, close_payload, header_size, parse_close,
+                              parse_header, server_frame, unmask)
 
 log = logging.getLogger("nane.transport")
 
@@ -48,35 +53,10 @@ DRAIN_PAUSE = 1.0  # a peer that sends nothing for this long while we drain is d
 IOV_MAX = 512  # buffers per sendmsg call (the kernel takes up to 1024)
 READ_CHUNK = 64 * 1024
 
-OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
-OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
-CONTROL = (OP_CLOSE, OP_PING, OP_PONG)
-RESERVED_CLOSE_CODES = {1004, 1005, 1006, 1015}  # never on the wire (RFC 6455 7.4.1)
 
 
 class Binary(bytes):
     """A binary message: not part of the protocol, dropped like other bad input."""
-
-
-class ProtocolError(ValueError):
-    """The peer broke RFC 6455: close 1002."""
-
-
-def server_frame(opcode: int, payload: bytes = b"") -> bytes:
-    """One unmasked frame (FIN set) as a server sends it."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x80 | opcode, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
-
-
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR with the 4-byte mask, as one big integer operation (fast in CPython)."""
-    size = len(payload)
-    key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
-    return (int.from_bytes(payload, "big") ^ key).to_bytes(size, "big")
 
 
 PING_FRAME = server_frame(OP_PING)
@@ -108,8 +88,7 @@ class WebSocketTransport:
                  on_closed: Callable[[], None] = lambda: None):
         self._socket = sock
         self._rfile = rfile
-        self._max = max_message_bytes
-        self._max_fragments = max_fragments
+        self._incoming = Incoming(max_message_bytes, max_fragments)
         self._write_timeout = write_timeout
         self.admit_control = admit_control
         self._on_closed = on_closed
@@ -139,7 +118,7 @@ class WebSocketTransport:
             self.refuse(1007, "invalid UTF-8")
         except ProtocolError as error:
             self.refuse(1002, str(error), drain=None)
-        except (OSError, ValueError, struct.error):  # a dead peer or a socket closed under us
+        except (OSError, ValueError):  # a dead peer or a socket closed under us
             self.close(1006)
         return None
 
@@ -163,56 +142,36 @@ class WebSocketTransport:
             raise OSError("connection closed mid-frame")
         return data
 
-    def _read_header(self) -> tuple[bool, int, int, bytes | None]:
-        """(fin, opcode, payload length, mask or None) of the next frame."""
-        first, second = self._read_exact(2)
-        if first & 0x70:
-            raise ProtocolError("reserved bits set")
-        length = second & 0x7F
-        if length == 126:
-            length = struct.unpack("!H", self._read_exact(2))[0]
-        elif length == 127:
-            length = struct.unpack("!Q", self._read_exact(8))[0]
-        mask = self._read_exact(4) if second & 0x80 else None
-        return bool(first & 0x80), first & 0x0F, length, mask
+    def _read_header(self) -> tuple[bool, int, int, bytes | None, int]:
+        """The next frame's header (see `parse_header`), in two exact reads."""
+        head = self._read_exact(2)
+        size = header_size(head[1])
+        if size > 2:
+            head += self._read_exact(size - 2)
+        header = parse_header(head)
+        assert header is not None  # `head` is exactly `header_size` long
+        return header
 
     def _read_message(self) -> str | Binary | None:
-        opcode, parts, size = None, [], 0
+        incoming, parts = self._incoming, []
         while not self.closed:
             self._take_turns()
-            fin, op, length, mask = self._read_header()
-            if mask is None:
-                raise ProtocolError("client frames must be masked")
-            if op in CONTROL:
-                if not fin or length > 125:
-                    raise ProtocolError("bad control frame")
+            fin, op, length, mask, _ = self._read_header()
+            try:
+                control = incoming.check(fin, op, length, mask)
+            except LimitExceeded as refusal:
+                self.refuse(refusal.code, str(refusal), drain=length)
+                return None
+            assert mask is not None  # `check` refuses unmasked frames
+            if control:
                 self._control(op, self._payload(length, mask))
                 continue
-            if op == OP_CONTINUATION:
-                if opcode is None:
-                    raise ProtocolError("continuation without a start")
-            elif op in (OP_TEXT, OP_BINARY):
-                if opcode is not None:
-                    raise ProtocolError("new message inside a fragmented one")
-                opcode = op
-            else:
-                raise ProtocolError(f"unknown opcode {op}")
             self._heard = True
-            size += length
-            if size > self._max:
-                self.refuse(1009, f"message larger than {self._max} bytes", drain=length)
-                return None
-            if len(parts) >= self._max_fragments:
-                self.refuse(1008, f"message in more than {self._max_fragments} frames",
-                            drain=length)
-                return None
             if length:
                 parts.append(self._payload(length, mask))
-            elif not fin:
-                parts.append(b"")  # counted: an empty piece still costs its place
             if fin:
                 data = b"".join(parts)
-                return data.decode("utf-8") if opcode == OP_TEXT else Binary(data)
+                return data.decode("utf-8") if incoming.finish() == OP_TEXT else Binary(data)
         return None
 
     def _take_turns(self) -> None:
@@ -228,12 +187,8 @@ class WebSocketTransport:
     def _control(self, op: int, payload: bytes) -> None:
         if op == OP_CLOSE:
             self._heard = True
-            if len(payload) == 1:
-                raise ProtocolError("close frame with a 1-byte payload")
-            code = struct.unpack("!H", payload[:2])[0] if payload else 1000
-            if not 1000 <= code < 5000 or code in RESERVED_CLOSE_CODES:
-                raise ProtocolError(f"close code {code} is not allowed on the wire")
-            self.close(code, "")
+            code, _ = parse_close(payload)
+            self.close(1000 if code == NO_STATUS else code, "")
             return
         if not self.admit_control():
             return  # over the rate limit: not even answered
@@ -268,11 +223,11 @@ class WebSocketTransport:
                         return
                     self._take_turns()
                     with gevent.Timeout(DRAIN_PAUSE):
-                        _, op, unread, _ = self._read_header()
+                        _, op, unread, _, _ = self._read_header()
                     budget -= 2
                     if op == OP_CLOSE:
                         return
-        except (gevent.Timeout, OSError, ValueError, ProtocolError, struct.error):
+        except (gevent.Timeout, OSError, ValueError):  # ValueError: ProtocolError included
             pass
 
     # -- writing ------------------------------------------------------------------
@@ -319,7 +274,7 @@ class WebSocketTransport:
 
     def _send_close(self, code: int, reason: str) -> bool:
         """Write a close frame within CLOSE_TIMEOUT; True when it went out."""
-        payload = struct.pack("!H", code) + reason.encode()[:123]
+        payload = close_payload(code, reason)
         try:
             with gevent.Timeout(CLOSE_TIMEOUT):
                 with self._write_lock:
