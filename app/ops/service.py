@@ -127,7 +127,7 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
              len(sessions), cut_off, connections.open, time.monotonic() - started)
 
 
-HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet
+HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet (every run mode)
 
 
 def cut_when_late(sock, seconds: float, remote: str,
@@ -158,13 +158,20 @@ def cut_when_late(sock, seconds: float, remote: str,
     return gevent.spawn_later(seconds, cut)
 
 
+def lift_request_deadline(environ: dict) -> None:
+    """The request became a websocket: it may live as long as it likes."""
+    cutter = environ.pop(HTTP_CUTTER, None)
+    if cutter is not None:
+        cutter.kill()
+
+
 @bp.before_app_request
 def bound_http_requests():
     """Under `gunicorn -k gevent`: what app/server.py's handler does in the other modes.
 
     Nothing here reads a body, so a big one is refused unread (413) and the
     connection closed; and the request, its answer included, must be done
-    within `http_idle_timeout_seconds` (app/websocket/simple_ws.py lifts that for a websocket).
+    within `http_idle_timeout_seconds` (the /ws view lifts that for a websocket).
     """
     config = current_app.config["NANE"]
     sock = request.environ.get("gunicorn.socket")
