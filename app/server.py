@@ -35,7 +35,7 @@ from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
 from actors.chat.message import encode_error
-from app.ops.service import HTTP_CUTTER, connections_of, cut_when_late
+from app.ops.service import connections_of, cut_when_late
 from app.websocket.gevent_websocket_shim import AppUpgrades
 
 log = logging.getLogger("nane.server")
@@ -91,11 +91,6 @@ class NaneWebSocketHandler(AppUpgrades):
                              f"request body larger than {self.max_request_body_bytes} bytes")
         return True
 
-    def get_environ(self):
-        environ = super().get_environ()
-        environ[HTTP_CUTTER] = self._cutter  # the /ws view lifts it once upgraded
-        return environ
-
     def handle_one_response(self):
         if self._refusal is None:
             return super().handle_one_response()
@@ -107,6 +102,9 @@ class NaneWebSocketHandler(AppUpgrades):
         self._sendall((f"HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
                       + body)
+
+    def upgraded(self) -> None:
+        self._cancel_deadline()  # a websocket lives as long as it likes
 
     def _remote(self) -> str:
         address = self.client_address

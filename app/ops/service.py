@@ -127,7 +127,7 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
              len(sessions), cut_off, connections.open, time.monotonic() - started)
 
 
-HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet (every run mode)
+HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet
 
 
 def cut_when_late(sock, seconds: float, remote: str,
@@ -159,7 +159,11 @@ def cut_when_late(sock, seconds: float, remote: str,
 
 
 def lift_request_deadline(environ: dict) -> None:
-    """The request became a websocket: it may live as long as it likes."""
+    """The request became a websocket: it may live as long as it likes.
+
+    Under `gunicorn -k gevent` (`bound_http_requests`); in the other modes the
+    handler lifts its own deadline (app/server.py).
+    """
     cutter = environ.pop(HTTP_CUTTER, None)
     if cutter is not None:
         cutter.kill()

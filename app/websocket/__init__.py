@@ -11,10 +11,10 @@ class Upgraded(NamedTuple):
     """A socket some library has answered the handshake on; ours alone from then on.
 
     `rfile` is the buffered reader over it (holding whatever was read past
-    the request head); `answer` is what the /ws view returns once the
+    the request head); `answer()` is what the /ws view returns once the
     connection is over: the server it runs under must write nothing more.
     """
 
     socket: object
     rfile: object
-    answer: Response
+    answer: type[Response]

@@ -56,12 +56,16 @@ class AppUpgrades(WebSocketHandler):
         websocket.closed = True  # dropped now: its __del__ would write a close frame
         del self.websocket, websocket
         self.write(b"")  # the 101, now
-        return Upgraded(self.socket, self.rfile, _Answered())
+        self.upgraded()
+        return Upgraded(self.socket, self.rfile, _Answered)
+
+    def upgraded(self) -> None:
+        """Called once the 101 is out: a subclass lifts what bounds an HTTP request."""
 
 
 def serves(environ: dict) -> bool:
     """Whether gevent-websocket's handler serves this request (`python -m app`, the Procfile's worker)."""
-    return ACCEPT in environ or "wsgi.websocket" in environ
+    return ACCEPT in environ
 
 
 def upgraded_already(environ: dict) -> Upgraded | None:
@@ -70,7 +74,7 @@ def upgraded_already(environ: dict) -> Upgraded | None:
     if websocket is None:
         return None
     websocket.closed = True  # its close(), after the app returns, would write a second close frame
-    return Upgraded(websocket.handler.socket, websocket.handler.rfile, _Answered())
+    return Upgraded(websocket.handler.socket, websocket.handler.rfile, _Answered)
 
 
 def accept(environ: dict) -> Upgraded | None:

@@ -65,7 +65,7 @@ def websocket():
             return refusal.response()
         # a stock GeventWebSocketWorker upgraded before asking: the refusal goes as a close frame
         make_transport(upgraded, config).close(refusal.close_code, refusal.reason)
-        return upgraded.answer
+        return upgraded.answer()
     connections: Connections = current_app.extensions["nane_connections"]
     try:  # from here on this request holds a connection slot
         if upgraded is None:
@@ -74,10 +74,10 @@ def websocket():
                         else simple_websocket_shim.accept(environ))
         if upgraded is None:
             return Refusal(400, "websocket handshake refused", 1002).response()
-        lift_request_deadline(environ)  # a websocket lives as long as it likes
+        lift_request_deadline(environ)  # a websocket lives as long as it likes (-k gevent's hook)
         with upgraded.rfile:
             serve(make_transport(upgraded, config), username, query)
-        return upgraded.answer
+        return upgraded.answer()
     finally:
         connections.release(environ)
 

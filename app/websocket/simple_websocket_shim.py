@@ -50,4 +50,4 @@ def accept(environ: dict) -> Upgraded:
     """Answer the handshake (101) and take the socket."""
     environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
     sock = Server.accept(environ, thread_class=NeverStarted).sock
-    return Upgraded(sock, sock.makefile("rb", READ_BUFFER_BYTES), _Answered())
+    return Upgraded(sock, sock.makefile("rb", READ_BUFFER_BYTES), _Answered)
