@@ -15,13 +15,20 @@ its HTTP answer before the upgrade. What the stock handler does not do:
 - switch off Nagle's algorithm on every accepted socket, so small frames leave
   at once instead of waiting for delayed ACKs.
 
-This is the one module that overrides gevent internals, written against gevent
-26.9.0 (pinned in requirements.txt; tests/test_library_shims.py checks them):
-`WSGIHandler._write_with_headers` and what it uses (`_sendall`, `_write`,
-`finalize_headers`, `status`, `response_headers`, `response_use_chunked`,
-`response_length`, `headers_sent`). The rest are WSGIHandler's documented
-methods (`read_requestline`, `read_request`, `handle_one_request`,
-`handle_one_response`, `get_environ`).
+This is the one module that touches the internals of the servers we run
+under (pinned in requirements.txt; tests/test_library_shims.py checks them):
+
+- gevent 26.9.0: it overrides `WSGIHandler._write_with_headers` and uses what
+  that uses (`_sendall`, `_write`, `finalize_headers`, `status`,
+  `response_headers`, `response_use_chunked`, `response_length`,
+  `headers_sent`). The rest are WSGIHandler's documented methods
+  (`read_requestline`, `read_request`, `handle_one_request`,
+  `handle_one_response`);
+- gunicorn 27.0.1: the worker that `post_worker_init` gets has `wsgi`, `pid`,
+  `alive` (its loop runs while it is true) and, for the gevent workers,
+  `wsgi_handler` (read after the hook, when the worker starts serving); and
+  its async workers take a StopIteration out of the WSGI call as "the app
+  answered by itself: close the connection" (`AnsweredUnderGunicorn`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import socket
 import time
 
 import gevent
+from flask import Response
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
@@ -182,6 +190,13 @@ def handler_for(app, base: type = NaneWebSocketHandler) -> type:
 def make_server(app, host: str, port: int) -> WSGIServer:
     return WSGIServer((host, port), app, handler_class=handler_for(app), log=None,
                       error_log=None)
+
+
+class AnsweredUnderGunicorn(Response):
+    """After a websocket under `gunicorn -k gevent`: gunicorn writes nothing more, and closes."""
+
+    def __call__(self, environ, start_response):
+        raise StopIteration
 
 
 def prepare_gunicorn_worker(worker) -> None:

@@ -24,7 +24,7 @@ SHIMS = {
     "gevent": "app.server",
     "gevent-websocket": "app.websocket.gevent_websocket_shim",
     "simple-websocket": "app.websocket.simple_websocket_shim",
-    "gunicorn": "app.websocket.simple_websocket_shim",
+    "gunicorn": "app.server",
 }
 
 
@@ -193,6 +193,25 @@ def test_simple_websocket_writes_the_101_and_nothing_more():
         with pytest.raises(BlockingIOError):
             more = client_side.recv(4096)
             pytest.fail(f"simple-websocket wrote after the handshake: {more!r}")
+
+
+def test_gunicorn_worker_internals():
+    """prepare_gunicorn_worker swaps the handler and stops the worker's loop on SIGTERM."""
+    from gunicorn.workers.base import Worker
+    from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventWorker
+
+    init = code(Worker.init_process)
+    relies_on("gunicorn", "Worker.init_process calling post_worker_init before run()",
+              "self.cfg.post_worker_init(self)" in init
+              and init.index("self.cfg.post_worker_init(self)") < init.index("self.run()"))
+    relies_on("gunicorn", "Worker.load_wsgi setting worker.wsgi",
+              "self.wsgi = self.app.wsgi()" in code(Worker.load_wsgi))
+    relies_on("gunicorn", "Worker.__init__ setting worker.alive and worker.pid",
+              "self.alive = True" in code(Worker.__init__) and "self.pid" in code(Worker.__init__))
+    run = code(GeventWorker.run)
+    relies_on("gunicorn", "GeventWorker.run serving with self.wsgi_handler while self.alive",
+              "handler_class=self.wsgi_handler" in run and "while self.alive:" in run)
+    relies_on("gunicorn", "GeventPyWSGIWorker.wsgi_handler", hasattr(GeventPyWSGIWorker, "wsgi_handler"))
 
 
 def test_gunicorn_async_worker_closes_on_stop_iteration():

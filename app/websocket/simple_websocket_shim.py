@@ -1,9 +1,9 @@
 """Under `gunicorn -k gevent`, simple-websocket answers the handshake; the socket is then ours.
 
 The one module that knows simple-websocket's internals, written against
-simple-websocket 1.1.0, and gunicorn's, written against gunicorn 27.0.1 (both
-pinned in requirements.txt; tests/test_library_shims.py names the internal
-that moved when an installed version differs). What we rely on:
+simple-websocket 1.1.0 (pinned in requirements.txt; tests/test_library_shims.py
+names the internal that moved when an installed version differs). What we
+rely on:
 
 - `Server.accept(environ, thread_class=...)` answers the handshake at once, on
   `environ["gunicorn.socket"]`, then starts `thread_class(target=...)`. We pass
@@ -14,16 +14,17 @@ that moved when an installed version differs). What we rely on:
   it) is dropped right after, so nothing of simple-websocket can write again;
 - it accepts permessage-deflate when offered: the request's
   `Sec-WebSocket-Extensions` is dropped first, so client frames stay the
-  plain RFC 6455 frames the transport reads;
-- gunicorn's async workers take a StopIteration out of the WSGI call as "the
-  app answered by itself: close the connection" (what flask-sock relies on too).
+  plain RFC 6455 frames the transport reads.
+
+After the connection, gunicorn is told to write nothing more
+(app/server.py's `AnsweredUnderGunicorn`).
 """
 
 from __future__ import annotations
 
-from flask import Response
 from simple_websocket import Server
 
+from app.server import AnsweredUnderGunicorn
 from app.websocket import Upgraded
 
 READ_BUFFER_BYTES = 2048
@@ -39,15 +40,8 @@ class NeverStarted:
         pass
 
 
-class _Answered(Response):
-    """gunicorn writes nothing more and closes the connection."""
-
-    def __call__(self, environ, start_response):
-        raise StopIteration
-
-
 def accept(environ: dict) -> Upgraded:
     """Answer the handshake (101) and take the socket."""
     environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
     sock = Server.accept(environ, thread_class=NeverStarted).sock
-    return Upgraded(sock, sock.makefile("rb", READ_BUFFER_BYTES), _Answered)
+    return Upgraded(sock, sock.makefile("rb", READ_BUFFER_BYTES), AnsweredUnderGunicorn)
