@@ -13,7 +13,7 @@ from app import errors
 from app.api import routes as api
 from app.ops import controls, service as ops
 from app.pages import actor_view
-from app.websocket import route as ws, simple_ws
+from app.websocket import route as ws
 from app.config import Config
 from app.ops.limits import AddressLimits, trusted_proxies
 from app.ops.metrics import Metrics
@@ -26,7 +26,6 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, static_folder="pages/static")
     app.config["NANE"] = config
     app.config["NANE_STARTED_NS"] = time.monotonic_ns()
-    app.config["SOCK_SERVER_OPTIONS"] = simple_ws.SERVER_OPTIONS
     metrics = app.extensions["nane_metrics"] = Metrics()
     connections = app.extensions["nane_connections"] = ops.Connections(
         config.max_connections,

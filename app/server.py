@@ -1,12 +1,10 @@
 """The embedded server: gevent's WSGI server with gevent-websocket's handler, tuned.
 
 The same handler serves gunicorn's GeventWebSocketWorker (gunicorn.conf.py puts
-it in place). What the stock handler does not do:
+it in place). It upgrades only when the /ws view asks (app/websocket/route.py,
+through app/websocket/gevent_websocket_shim.py), so that a refused client gets
+its HTTP answer before the upgrade. What the stock handler does not do:
 
-- refuse a malformed handshake with a 4xx and a short reason (app/websocket/route.py
-  `handshake_refusal`), a nameless `/ws` with HTTP 401, and a full or stopping
-  server with 503 (429 for one address's share), before the upgrade (SPEC):
-  the handler then leaves the request to the app;
 - drop a connection whose request (head, body and answer) is not done within
   `http_idle_timeout_seconds` (since it opened, or since its last answer), so
   idle, trickling or never-reading clients cannot hold connections forever;
@@ -16,6 +14,21 @@ it in place). What the stock handler does not do:
   the body (a room's history is cached once and shared by every reader);
 - switch off Nagle's algorithm on every accepted socket, so small frames leave
   at once instead of waiting for delayed ACKs.
+
+This is the one module that touches the internals of the servers we run
+under (pinned in requirements.txt; tests/test_library_shims.py checks them):
+
+- gevent 26.9.0: it overrides `WSGIHandler._write_with_headers` and uses what
+  that uses (`_sendall`, `_write`, `finalize_headers`, `status`,
+  `response_headers`, `response_use_chunked`, `response_length`,
+  `headers_sent`). The rest are WSGIHandler's documented methods
+  (`read_requestline`, `read_request`, `handle_one_request`,
+  `handle_one_response`);
+- gunicorn 27.0.1: the worker that `post_worker_init` gets has `wsgi`, `pid`,
+  `alive` (its loop runs while it is true) and, for the gevent workers,
+  `wsgi_handler` (read after the hook, when the worker starts serving); and
+  its async workers take a StopIteration out of the WSGI call as "the app
+  answered by itself: close the connection" (`AnsweredUnderGunicorn`).
 """
 
 from __future__ import annotations
@@ -25,20 +38,20 @@ import socket
 import time
 
 import gevent
+from flask import Response
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from app.ops.service import connections_of, cut_when_late
 from actors.chat.message import encode_error
-from app.websocket.route import handshake_refusal, username_from_query
+from app.ops.service import connections_of, cut_when_late
+from app.websocket.gevent_websocket_shim import AppUpgrades
 
 log = logging.getLogger("nane.server")
 
 READ_BUFFER_BYTES = 2048
 
 
-class NaneWebSocketHandler(WebSocketHandler):
-    max_username_length = 50
+class NaneWebSocketHandler(AppUpgrades):
     request_timeout = 75.0
     max_request_body_bytes = 65536
     _deadline: gevent.Timeout | None = None
@@ -97,6 +110,9 @@ class NaneWebSocketHandler(WebSocketHandler):
         self._sendall((f"HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
                       + body)
+
+    def upgraded(self) -> None:
+        self._cancel_deadline()  # a websocket lives as long as it likes
 
     def _remote(self) -> str:
         address = self.client_address
@@ -163,50 +179,24 @@ class NaneWebSocketHandler(WebSocketHandler):
             if sent:
                 views[0] = views[0][sent:]
 
-    # -- who may upgrade -------------------------------------------------------
-
-    def upgrade_websocket(self):
-        refusal = handshake_refusal(self.environ)
-        if refusal is not None:
-            status, reason, headers = refusal
-            log.info("event=ws_bad_handshake status=%s reason=%r remote=%s", status[:3], reason,
-                     self._remote())
-            body = reason.encode()
-            self.start_response(status, headers + [("Content-Type", "text/plain"),
-                                                   ("Content-Length", str(len(body)))])
-            return [body]
-        if self.environ.get("PATH_INFO") == "/ws":
-            if not username_from_query(self.environ.get("QUERY_STRING", ""),
-                                       self.max_username_length):
-                return None  # not upgraded: the app answers 401
-            connections = connections_of(self.application)
-            if connections is not None and connections.acquire(self.environ) is not None:
-                return None  # not upgraded: the app answers 503
-        result = super().upgrade_websocket()
-        if hasattr(self, "websocket"):
-            self._cancel_deadline()  # a websocket lives as long as it likes
-        return result
-
-    def run_application(self):
-        try:
-            super().run_application()
-        finally:
-            connections = connections_of(self.application)
-            if connections is not None and self.environ is not None:
-                connections.release(self.environ)
-
 
 def handler_for(app, base: type = NaneWebSocketHandler) -> type:
     """The handler class with this app's limits."""
     config = app.config["NANE"]
-    return type("Handler", (base,), {"max_username_length": config.max_username_length,
-                                     "request_timeout": float(config.http_idle_timeout_seconds),
+    return type("Handler", (base,), {"request_timeout": float(config.http_idle_timeout_seconds),
                                      "max_request_body_bytes": config.max_request_body_bytes})
 
 
 def make_server(app, host: str, port: int) -> WSGIServer:
     return WSGIServer((host, port), app, handler_class=handler_for(app), log=None,
                       error_log=None)
+
+
+class AnsweredUnderGunicorn(Response):
+    """After a websocket under `gunicorn -k gevent`: gunicorn writes nothing more, and closes."""
+
+    def __call__(self, environ, start_response):
+        raise StopIteration
 
 
 def prepare_gunicorn_worker(worker) -> None:

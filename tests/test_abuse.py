@@ -304,6 +304,28 @@ def test_pings_during_a_blocked_write_never_leak_a_connection_slot(start_server,
     assert "ConcurrentObjectUseError" not in server.log()
 
 
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_after_the_handshake_only_the_transport_writes(start_server, mode):
+    """No library reads or writes behind the transport: every frame comes from nane's reader.
+
+    A library reader left running would answer the pings itself and swallow
+    the message (no echo); a library close after ours would add a frame
+    after the close.
+    """
+    server = start_server(mode)
+    ws = server.connect("one-writer")
+    for i in range(3):
+        ws.ping(f"ping {i}")
+    send(ws, room="r", text="mine")
+    opcodes = []
+    while not opcodes or opcodes[-1] != websocket.ABNF.OPCODE_TEXT:
+        opcodes.append(ws.recv_data(control_frame=True)[0])
+    assert opcodes == [websocket.ABNF.OPCODE_PONG] * 3 + [websocket.ABNF.OPCODE_TEXT]
+    ws.sock.sendall(client_frame(0x8, struct.pack("!H", 1000)))
+    opcodes, code = read_frames_until_end(ws.sock, timeout=5)
+    assert opcodes == [0x8] and code == 1000
+
+
 # -- 5. stalled readers hold references, not copies ----------------------------
 
 @pytest.mark.parametrize("mode", MODES)
@@ -588,28 +610,3 @@ def test_messages_per_address_are_limited_and_forwarded_for_only_from_a_trusted_
                              forwarded_allow_ips="192.0.2.1")
     _, limited = _sent_and_limited(untrusted, spoofed)
     assert limited > 0  # the header is ignored from a proxy nobody trusts
-
-
-# -- the one library internal we rely on ---------------------------------------------------
-
-def test_simple_websocket_is_still_what_simple_ws_expects():
-    """app/websocket/simple_ws.py drives simple-websocket through internals: fail loudly if they move."""
-    import importlib.metadata
-    import inspect
-
-    import simple_websocket
-
-    from app.websocket import simple_ws
-
-    assert importlib.metadata.version("simple-websocket") == "1.1.0", "re-check app/websocket/simple_ws.py"
-    assert "thread_class" in inspect.signature(simple_websocket.Server.__init__).parameters
-    base = inspect.getsource(simple_websocket.ws.Base)
-    assert "self.thread = thread_class(target=self._thread)" in base
-    assert "self.thread.start()" in base
-    assert "if not self.connected:\n            raise ConnectionClosed" in base  # close() is a no-op
-    assert "self.sock = sock" in base
-    server = inspect.getsource(simple_websocket.Server)
-    assert "environ.get('gunicorn.socket')" in server
-    thread = simple_ws.NeverStarted(target=lambda: None)
-    thread.name = thread.name.replace("(_thread)", "")  # what Base does to it
-    thread.start()

@@ -168,6 +168,16 @@ def test_a_connection_that_never_finishes_its_request_is_dropped(start_server, m
     assert server.get("/api/rooms")["result"] == []  # and the server serves others as before
 
 
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_a_websocket_outlives_the_http_request_deadline(start_server, mode):
+    """The /ws view lifts the request deadline once upgraded, in every run mode."""
+    server = start_server(mode, http_idle_timeout_seconds=1)
+    ws = server.connect("long-lived")
+    time.sleep(2.5)  # the time passing is what is tested: the deadline was 1 s
+    send(ws, room="r", text="still here")
+    assert receive(ws)["text"] == "still here"
+
+
 # -- abuse limits ----------------------------------------------------------------
 
 def test_a_flood_is_dropped_with_an_error_frame_then_closed_1008(server_with_flood_limits):

@@ -158,13 +158,24 @@ def cut_when_late(sock, seconds: float, remote: str,
     return gevent.spawn_later(seconds, cut)
 
 
+def lift_request_deadline(environ: dict) -> None:
+    """The request became a websocket: it may live as long as it likes.
+
+    Under `gunicorn -k gevent` (`bound_http_requests`); in the other modes the
+    handler lifts its own deadline (app/server.py).
+    """
+    cutter = environ.pop(HTTP_CUTTER, None)
+    if cutter is not None:
+        cutter.kill()
+
+
 @bp.before_app_request
 def bound_http_requests():
     """Under `gunicorn -k gevent`: what app/server.py's handler does in the other modes.
 
     Nothing here reads a body, so a big one is refused unread (413) and the
     connection closed; and the request, its answer included, must be done
-    within `http_idle_timeout_seconds` (app/websocket/simple_ws.py lifts that for a websocket).
+    within `http_idle_timeout_seconds` (the /ws view lifts that for a websocket).
     """
     config = current_app.config["NANE"]
     sock = request.environ.get("gunicorn.socket")

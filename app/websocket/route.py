@@ -1,9 +1,17 @@
-"""`/ws`: who is connecting, which transport carries the socket, and the read loop.
+"""`/ws`, top to bottom: who connects, which library answers the handshake, the read loop.
+
+Every refusal is an HTTP answer before the upgrade (SPEC): a malformed
+handshake 4xx, a nameless client 401, a full server 503 (one address's share
+429) and a stopping one 503. Then one library answers the handshake and hands
+over the socket: gevent-websocket's handler under `python -m app` and gunicorn's
+GeventWebSocketWorker (app/websocket/gevent_websocket_shim.py), simple-websocket
+under `gunicorn -k gevent` (app/websocket/simple_websocket_shim.py). From then
+on app/websocket/transport.py alone reads and writes it.
 
 Each connection is one greenlet, this one, that reads frames and turns them into
 messages for the actors; its `SessionActor` writes frames out (on a dispatcher
-worker, only while it has frames to write). The reader writes nothing but
-pongs, and those through the transport's one write lock.
+worker, only while it has frames to write). The reader writes pongs and close
+frames, through the transport's one write lock like every other write.
 """
 
 from __future__ import annotations
@@ -13,10 +21,10 @@ import binascii
 import itertools
 import logging
 import time
+from typing import NamedTuple
 from urllib.parse import parse_qs
 
-from flask import Blueprint, Response, current_app, g, request
-from flask_sock import Sock
+from flask import Blueprint, Response, current_app, request
 from gevent.event import AsyncResult
 
 from actors.runtime.actor import ActorStopped, MailboxFull
@@ -28,8 +36,8 @@ from actors.chat.resume import Resume
 from actors.chat.session import SUPERVISOR as SESSIONS, Disconnect, SessionActor
 from app.ops.limits import FloodGuard
 from app.ops.metrics import FLOOD
-from app.ops.service import Connections
-from app.websocket import simple_ws
+from app.ops.service import Connections, lift_request_deadline
+from app.websocket import Upgraded, gevent_websocket_shim, simple_websocket_shim
 from app.websocket.transport import Binary, WebSocketTransport
 
 log = logging.getLogger("nane.ws")
@@ -37,11 +45,127 @@ log = logging.getLogger("nane.ws")
 TRY_LATER = Disconnect(1013, "server busy, try again later")
 
 bp = Blueprint("ws", __name__)
-sock = Sock()
 _session_numbers = itertools.count(1)
 # A post that finds the registry's mailbox full waits this long for room: the reader stops
 # reading meanwhile, so TCP slows that one client instead of its messages being dropped.
 POST_WAIT_SECONDS = 5.0
+
+
+@bp.route("/ws", websocket=True)
+@bp.route("/ws", endpoint="not_websocket")  # werkzeug routes other requests apart; refused below
+def websocket():
+    """One connection from its handshake to its end."""
+    config = current_app.config["NANE"]
+    environ = request.environ
+    query = request.query_string.decode("latin-1")
+    username = username_from_query(query, config.max_username_length)
+    upgraded = gevent_websocket_shim.upgraded_already(environ)
+    refusal = refusal_of(environ, username, upgraded is not None)
+    if refusal is not None:
+        if upgraded is None:
+            return refusal.response()
+        # a stock GeventWebSocketWorker upgraded before asking: the refusal goes as a close frame
+        make_transport(upgraded, config).close(refusal.close_code, refusal.reason)
+        return upgraded.answer()
+    connections: Connections = current_app.extensions["nane_connections"]
+    try:  # from here on this request holds a connection slot
+        if upgraded is None:
+            upgraded = (gevent_websocket_shim.accept(environ)
+                        if gevent_websocket_shim.serves(environ)
+                        else simple_websocket_shim.accept(environ))
+        if upgraded is None:
+            return Refusal(400, "websocket handshake refused", 1002).response()
+        lift_request_deadline(environ)  # a websocket lives as long as it likes (-k gevent's hook)
+        with upgraded.rfile:
+            serve(make_transport(upgraded, config), username, query)
+        return upgraded.answer()
+    finally:
+        connections.release(environ)
+
+
+class Refusal(NamedTuple):
+    """Why a client is not served: an HTTP answer, or a close frame on a socket upgraded already."""
+
+    status: int
+    reason: str
+    close_code: int
+    headers: tuple = ()
+    json: bool = False
+
+    def response(self) -> Response:
+        if self.json:
+            return Response(encode_error(self.reason), status=self.status,
+                            headers=list(self.headers), content_type="application/json; charset=utf-8")
+        return Response(self.reason, status=self.status, headers=list(self.headers),
+                        mimetype="text/plain")
+
+
+NAMELESS = Refusal(401, "name required", 1008)
+NOT_WEBSOCKET = Refusal(400, "not a websocket handshake", 1002)
+SLOT_REFUSALS = {  # Connections.acquire's answer: metric label, HTTP status, close code
+    Connections.FULL: ("full", 503, 1013),
+    Connections.ADDRESS_FULL: ("address_full", 429, 1008),
+    Connections.STOPPING: ("shutting_down", 503, 1001),
+}
+
+
+def refusal_of(environ: dict, username: str, upgraded: bool) -> Refusal | None:
+    """Why this client is not served, in SPEC's order; None when it is, holding a connection slot."""
+    if not upgraded and (bad := handshake_refusal(environ)) is not None:
+        log.info("event=ws_bad_handshake status=%d reason=%r", bad.status, bad.reason)
+        return bad
+    if not username:
+        return NAMELESS
+    if not upgraded and not is_upgrade(environ):
+        return NOT_WEBSOCKET
+    connections: Connections = current_app.extensions["nane_connections"]
+    why = connections.acquire(environ)
+    if why is None:
+        return None
+    label, status, code = SLOT_REFUSALS[why]
+    current_app.extensions["nane_metrics"].refused.labels(label).inc()
+    log.info("event=ws_refused username=%r reason=%r open=%d", username, why, connections.open)
+    return Refusal(status, why, code, (("Retry-After", "5"),), json=True)
+
+
+def is_upgrade(environ: dict) -> bool:
+    return environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+
+
+def handshake_refusal(environ: dict) -> Refusal | None:
+    """Why an upgrade request is malformed, or None (a request that is no upgrade at all passes).
+
+    Asked before any library answers the handshake, so a malformed one gets a
+    4xx with a short reason, never a library's 500.
+    """
+    if not is_upgrade(environ):
+        return None
+    if environ.get("REQUEST_METHOD") != "GET" or environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        return Refusal(400, "a websocket handshake is an HTTP/1.1 GET", 1002)
+    if "upgrade" not in (token.strip() for token in
+                         environ.get("HTTP_CONNECTION", "").lower().split(",")):
+        return Refusal(400, "Connection must include upgrade", 1002)
+    version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
+    if version != "13":
+        return Refusal(426, f"unsupported websocket version {version[:20]!r}; use 13", 1002,
+                       (("Sec-WebSocket-Version", "13"),))
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except (ValueError, binascii.Error):
+        valid_key = False
+    if not valid_key:
+        return Refusal(400, "Sec-WebSocket-Key must be 16 bytes in base64", 1002)
+    protocols = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
+    if not protocols.isascii() or not protocols.replace(",", "").replace(" ", "").isprintable():
+        return Refusal(400, "Sec-WebSocket-Protocol must be ASCII tokens", 1002)
+    return None
+
+
+def make_transport(upgraded: Upgraded, config) -> WebSocketTransport:
+    return WebSocketTransport(upgraded.socket, upgraded.rfile, config.max_frame_bytes,
+                              max_fragments=config.max_fragments_per_message,
+                              write_timeout=config.write_timeout_seconds)
 
 
 def username_from_query(query: str, max_length: int) -> str:
@@ -59,107 +183,10 @@ def opted_in(query: str) -> bool:
     return (parse_qs(query).get("v") or [""])[0] == "2"
 
 
-def handshake_refusal(environ: dict) -> tuple[str, str, list] | None:
-    """Why an upgrade request cannot be accepted: (status, reason, headers), or None.
-
-    Every run mode asks this before its library does the handshake, so a
-    malformed one gets a 4xx with a short reason, never a library's 500.
-    """
-    if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
-        return None  # not an upgrade: the route answers it
-    version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
-    if version != "13":
-        return ("426 Upgrade Required", f"unsupported websocket version {version[:20]!r}; use 13",
-                [("Sec-WebSocket-Version", "13")])
-    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
-    try:
-        valid_key = len(base64.b64decode(key, validate=True)) == 16
-    except (ValueError, binascii.Error):
-        valid_key = False
-    if not valid_key:
-        return "400 Bad Request", "Sec-WebSocket-Key must be 16 bytes in base64", []
-    protocols = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
-    if not protocols.isascii() or not protocols.replace(",", "").replace(" ", "").isprintable():
-        return "400 Bad Request", "Sec-WebSocket-Protocol must be ASCII tokens", []
-    return None
-
-
-def refused_handshake(refusal: tuple[str, str, list]) -> Response:
-    status, reason, headers = refusal
-    log.info("event=ws_bad_handshake status=%s reason=%r", status[:3], reason)
-    return Response(reason, status=int(status[:3]), headers=headers, mimetype="text/plain")
-
-
-def make_transport(sock_, rfile, config) -> WebSocketTransport:
-    return WebSocketTransport(sock_, rfile, config.max_frame_bytes,
-                              max_fragments=config.max_fragments_per_message,
-                              write_timeout=config.write_timeout_seconds)
-
-
-def taken_from_gevent_websocket(websocket, config) -> WebSocketTransport:
-    """The socket gevent-websocket upgraded, read and written by us alone from now on."""
-    websocket.closed = True  # its own close() would be a second writer
-    return make_transport(websocket.handler.socket, websocket.handler.rfile, config)
-
-
 def since_from_query(query: str) -> str | None:
     """`?v=2&since=<position>`: where to resume from ("" for just the current position)."""
     values = parse_qs(query, keep_blank_values=True).get("since")
     return values[0].strip() if values else None
-
-
-@bp.before_app_request
-def upgrade_or_refuse():
-    """Before flask-sock would handshake: refuse nameless clients, or serve an upgraded socket."""
-    if request.path != "/ws":
-        return None
-    config = current_app.config["NANE"]
-    query = request.query_string.decode("latin-1")
-    g.username = username_from_query(query, config.max_username_length)
-    upgraded = request.environ.get("wsgi.websocket")
-    if upgraded is None and (refusal := handshake_refusal(request.environ)):
-        return refused_handshake(refusal)
-    if not g.username:
-        if upgraded is None:
-            return Response("name required", status=401, mimetype="text/plain")
-        taken_from_gevent_websocket(upgraded, config).close(1008, "name required")
-        return Response()
-    connections: Connections = current_app.extensions["nane_connections"]
-    refusal = connections.acquire(request.environ)
-    if refusal is not None:
-        reason, status, code = {Connections.FULL: ("full", 503, 1013),
-                                Connections.ADDRESS_FULL: ("address_full", 429, 1008)}.get(
-            refusal, ("shutting_down", 503, 1001))
-        current_app.extensions["nane_metrics"].refused.labels(reason).inc()
-        log.info("event=ws_refused username=%r reason=%r open=%d", g.username, refusal,
-                 connections.open)
-        if upgraded is None:  # before the upgrade: a plain HTTP answer
-            return Response(encode_error(refusal), status=status, headers={"Retry-After": "5"},
-                            content_type="application/json; charset=utf-8")
-        taken_from_gevent_websocket(upgraded, config).close(code, refusal)
-        return Response()
-    if upgraded is not None:
-        serve(taken_from_gevent_websocket(upgraded, config), g.username, query)
-        return Response()
-    simple_ws.before_handshake(request.environ)
-    return None  # flask-sock's route below does the handshake
-
-
-@bp.teardown_app_request
-def give_back_connection_slot(error=None):
-    connections = current_app.extensions.get("nane_connections")
-    if connections is not None:
-        connections.release(request.environ)
-
-
-@sock.route("/ws", bp=bp)
-def websocket(ws):
-    sock_, rfile = simple_ws.take_over(ws)
-    try:
-        serve(make_transport(sock_, rfile, current_app.config["NANE"]), g.username,
-              request.query_string.decode("latin-1"))
-    finally:
-        rfile.close()
 
 
 def serve(transport: WebSocketTransport, username: str, query: str) -> None:

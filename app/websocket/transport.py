@@ -1,10 +1,11 @@
 """The websocket transport: RFC 6455 frames read and written by us, on every run mode's socket.
 
-Whoever did the handshake — gevent-websocket's handler (`python -m app` and
-gunicorn's GeventWebSocketWorker) or flask-sock's simple-websocket
-(`gunicorn -k gevent`, see app/websocket/simple_ws.py) — hands us the socket and its
-read buffer, and from then on this class alone reads and writes it. The
-session code sees only `receive`, `send`, `ping`, `answered` and `close`.
+Whoever answered the handshake — gevent-websocket's handler (`python -m app`
+and gunicorn's GeventWebSocketWorker) or simple-websocket (`gunicorn -k
+gevent`), see app/websocket/route.py and its two shims — hands the /ws view the
+socket and its read buffer, and from then on this class alone reads and writes
+it. The reader greenlet uses `receive`, `refuse` and `admit_control`; the
+`SessionActor` uses `send`, `ping`, `answered`, `go_silent` and `close`.
 The frames themselves are parsed, checked and built by nane's one codec,
 actors/chat/wire.py (no I/O); this class does the reads, the writes, the
 locking and the timeouts around it.
