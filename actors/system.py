@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from actors.runtime.actor import ActorRef
 from actors.chat.hub import HubActor
 from actors.chat.kozma import KozmaActor
 from actors.chat.registry import RegistryActor
+from actors.runtime.actor import ActorRef
 from actors.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:  # the Redis modules load only when Redis is configured
@@ -25,8 +26,8 @@ class Chat:
     registry: ActorRef
     hub: ActorRef
     kozma: ActorRef | None
-    listener: "Listener | None" = None  # only when rooms are shared through Redis
-    store: "RedisStore | None" = None
+    listener: Listener | None = None  # only when rooms are shared through Redis
+    store: RedisStore | None = None
 
     def stop(self) -> None:
         if self.listener is not None:

@@ -11,12 +11,13 @@ from actors.runtime.actor import ActorError
 from actors.system import start_chat
 from app import errors
 from app.api import routes as api
-from app.ops import controls, service as ops
-from app.pages import actor_view
-from app.websocket import route as ws
 from app.config import Config
+from app.ops import controls
+from app.ops import service as ops
 from app.ops.limits import AddressLimits, trusted_proxies
 from app.ops.metrics import Metrics
+from app.pages import actor_view
+from app.websocket import route as ws
 
 
 def create_app(config: Config | None = None) -> Flask:

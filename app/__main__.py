@@ -12,8 +12,7 @@ import sys  # noqa: E402
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
-from app import create_app  # noqa: E402
-from app import logs  # noqa: E402
+from app import create_app, logs  # noqa: E402
 from app.config import load_or_exit  # noqa: E402
 from app.ops.service import stop_gracefully  # noqa: E402
 from app.server import make_server  # noqa: E402
@@ -41,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
     except OSError as error:  # the port is taken, or not ours to bind
-        print(f"nane: cannot listen on {config.addr}: {os.strerror(error.errno) if error.errno else error}", file=sys.stderr)
+        why = os.strerror(error.errno) if error.errno else error
+        print(f"nane: cannot listen on {config.addr}: {why}", file=sys.stderr)
         return 2
     log.info("event=listening addr=%s:%d kozma=%s", config.host, server.server_port, config.kozma)
     stopped.wait()

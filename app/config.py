@@ -89,7 +89,7 @@ BYTES_PER_CHARACTER = 12
 FRAME_OVERHEAD_BYTES = 1024
 
 
-def frame_bytes_needed(config: "Config") -> int:
+def frame_bytes_needed(config: Config) -> int:
     """The largest frame a message at every limit can take: the default `max_frame_bytes`.
 
     12 x (max_message_length + max_room_title_length + max_id_length) + 1024.
@@ -214,10 +214,10 @@ def _convert(key: str, raw: str, source: str):
                 raise ValueError(raw)
             return value
         if kind is float:
-            value = float(raw)
-            if value < 0:
+            seconds = float(raw)
+            if seconds < 0:
                 raise ValueError(raw)
-            return value
+            return seconds
         if kind == "port":
             return "0.0.0.0:" + str(_port(raw))
         if key == "redis_url":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from app.config import Config
 
@@ -46,7 +47,7 @@ def setup(config: Config) -> bool:
         send_default_pii=pii,
         include_local_variables=pii,
         max_breadcrumbs=100 if pii else 0,
-        before_send=None if pii else strip_chat_data,
+        before_send=None if pii else strip_chat_data,  # type: ignore[arg-type]  # Event is a dict
     )
     logging.getLogger("nane").addHandler(ActorFailures(pii))
     log.info("event=sentry_on send_pii=%s", pii)
@@ -69,7 +70,7 @@ class ActorFailures(logging.Handler):
         actor = actor_name(record)
         if actor is not None:
             tags["actor"] = actor
-        level = record.levelname.lower()
+        level: Any = record.levelname.lower()  # one of Sentry's level names
         error = _exception_of(record)
         if error is not None:
             sentry_sdk.capture_exception(error, tags=tags, level=level)

@@ -211,7 +211,8 @@ def prepare_gunicorn_worker(worker) -> None:
     from app.ops.service import stop_gracefully
 
     app = worker.wsgi
-    if connections_of(app) is None:
+    connections = connections_of(app)
+    if connections is None:
         return  # not our app
     if isinstance(getattr(worker, "wsgi_handler", None), type) and issubclass(
             worker.wsgi_handler, WebSocketHandler):
@@ -220,7 +221,7 @@ def prepare_gunicorn_worker(worker) -> None:
     grace = app.config["NANE"].shutdown_grace_seconds
 
     def stop() -> None:
-        if connections_of(app).stopping:
+        if connections.stopping:
             return
         log.info("event=signal signal=SIGTERM worker=%s", worker.pid)
         worker.alive = False

@@ -35,8 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from wsproto.connection import Connection, ConnectionType  # noqa: E402
 from wsproto.events import TextMessage  # noqa: E402
 
-from actors.chat.wire import (OP_TEXT, FrameParser, Incoming, client_frame,  # noqa: E402
-                              parse_header, server_frame, unmask)
+from actors.chat.wire import OP_TEXT, FrameParser, Incoming, client_frame, parse_header, server_frame, unmask  # noqa: E402
 
 MAX_MESSAGE_BYTES = 32 * 1024
 

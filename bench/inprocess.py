@@ -17,7 +17,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
 from actors.chat.hub import HubActor, Join  # noqa: E402

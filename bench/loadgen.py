@@ -260,7 +260,7 @@ class LoadGen:
             rounds -= 1
             events = cep.poll(0, chunk)
             counted = 0
-            for fd, ev in events:
+            for fd, _event in events:
                 c = cmap.get(fd)
                 if c is None or c.state == CLOSED:
                     continue
@@ -406,7 +406,7 @@ class LoadGen:
     def _parse_probe(self, c, data):
         now = None
         frames = c.parser.feed(data)
-        for fin, op, payload in frames:
+        for _fin, op, payload in frames:
             if op >= 8:
                 self._control(c, op, payload)
                 if c.state == CLOSED:

@@ -517,11 +517,12 @@ def main():
     cpu_model = ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu_model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+            cpu_model = next((line.split(":", 1)[1].strip() for line in f
+                              if line.startswith("model name")), "")
     except OSError:
         pass
     print("nane bench %s — %s, %d CPUs (%s), Python %s, %s; %d run(s), medians; %s; %.0f s"
-          % (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+          % (datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
              cpu_model or platform.machine(), os.cpu_count(),
              "server pinned to CPU %d, generator to CPU %d" % (SERVER_CPU, GEN_CPU) if pin
              else "unpinned", platform.python_version(), platform.system(), runs,

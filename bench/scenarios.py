@@ -391,7 +391,7 @@ def _http_get_once(host, port, path, timeout=10.0):
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     if "chunked" in headers.get("transfer-encoding", "").lower():
         out, rest = b"", body
         while rest:

@@ -15,10 +15,9 @@ import os
 import selectors
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from actors.chat.wire import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame,
-                              parse_close)
+from actors.chat.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame, parse_close
 
 RECV_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 5.0

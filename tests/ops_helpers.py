@@ -84,7 +84,7 @@ def read_frames_until_end(sock: socket.socket, timeout: float) -> tuple[list[int
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             return opcodes, code
         if not chunk:
             return opcodes, code

@@ -16,9 +16,9 @@ import sys  # noqa: E402
 import gevent  # noqa: E402
 import sentry_sdk  # noqa: E402
 
-from actors.runtime.actor import Actor  # noqa: E402
 from actors.chat.message import Draft  # noqa: E402
 from actors.chat.registry import Post  # noqa: E402
+from actors.runtime.actor import Actor  # noqa: E402
 from actors.runtime.supervisor import Supervisor  # noqa: E402
 from app import create_app, logs  # noqa: E402
 from app.config import load  # noqa: E402

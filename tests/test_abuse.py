@@ -25,8 +25,18 @@ import psutil
 import pytest
 import websocket
 
-from actors.chat.wire import (OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, FrameParser,
-                              client_frame, close_payload, frame_header, server_frame)
+from actors.chat.wire import (
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    client_frame,
+    close_payload,
+    frame_header,
+    server_frame,
+)
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, wait_for
 
@@ -72,7 +82,7 @@ class Watch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         self._thread.start()
         return self
 
@@ -330,7 +340,8 @@ def test_after_the_handshake_only_the_transport_writes(start_server, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_stalled_readers_hold_shared_frames_not_copies(start_server, mode):
-    server = start_server(mode, max_message_length=60000, max_messages_per_second=100000, max_flood_seconds=1000)
+    server = start_server(mode, max_message_length=60000, max_messages_per_second=100000,
+                          max_flood_seconds=1000)
     stalled = [raw_upgrade(server.port, f"stalled{i}", receive_buffer=4096) for i in range(10)]
     with Watch(server, f"abuse_stalled_readers[{mode}]") as watch:
         poster = server.connect("poster")
@@ -356,7 +367,7 @@ def test_a_stalled_reader_is_cut_off_by_its_outbox_byte_budget(start_server):
                           max_flood_seconds=1000, write_timeout_seconds=1000)
     stalled = raw_upgrade(server.port, "stalled", receive_buffer=4096)
     poster = server.connect("poster")
-    for i in range(200):  # 12 MB
+    for _ in range(200):  # 12 MB
         send(poster, room="big", text="w" * 60000)
     wait_for(lambda: metric(server, "nane_disconnects_total", reason="slow_consumer") >= 1,
              timeout=8, what="a 1008 slow consumer cut-off")
@@ -367,7 +378,8 @@ def test_a_stalled_reader_is_cut_off_by_its_outbox_byte_budget(start_server):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_history_readers_that_never_read_cost_no_copies_and_are_dropped(start_server, mode):
-    server = start_server(mode, max_message_length=60000, max_messages_per_second=100000, max_flood_seconds=1000,
+    server = start_server(mode, max_message_length=60000, max_messages_per_second=100000,
+                          max_flood_seconds=1000,
                           http_idle_timeout_seconds=8,
                           max_outbox_bytes=64 * MiB)  # the poster reads its 9 MB of echoes late
     poster = server.connect("poster")
@@ -437,7 +449,8 @@ def test_big_messages_faster_than_they_are_taken_are_not_buffered(start_server, 
 @pytest.mark.parametrize("mode", ["embedded"])
 def test_the_history_keeps_to_its_byte_budget(start_server, mode):
     budget = 4 * MiB
-    server = start_server(mode, max_history_bytes=budget, max_message_length=60000, max_messages_per_second=100000,
+    server = start_server(mode, max_history_bytes=budget, max_message_length=60000,
+                          max_messages_per_second=100000,
                           max_flood_seconds=1000)
     assert server.get("/api/settings")["result"]["max_history_bytes"] == budget
     posters = [server.connect(f"poster{i}") for i in range(4)]
@@ -489,7 +502,7 @@ def upgrade_head(**headers) -> bytes:
         else:
             fields[name] = value
     lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-    return f"GET /ws?username=odd HTTP/1.1\r\n{lines}\r\n".encode("utf-8")
+    return f"GET /ws?username=odd HTTP/1.1\r\n{lines}\r\n".encode()
 
 
 BAD_HANDSHAKES = {

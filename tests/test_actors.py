@@ -10,14 +10,13 @@ import gevent
 import greenlet
 import pytest
 
-from actors.runtime.actor import (Actor, ActorStopped, AskTimeout, Describe, MailboxFull,
-                                  Probe, ask_all)
-from actors.runtime.dispatcher import MAX_IDLE_WORKERS
 from actors.chat.hub import HubActor, Join
 from actors.chat.message import Draft, Frame
 from actors.chat.registry import FindRoom, ListRooms, Post, RegistryActor
 from actors.chat.room import GetHistory, RoomActor
 from actors.chat.session import SLOW_CONSUMER, SessionActor, SessionEnded
+from actors.runtime.actor import Actor, ActorStopped, AskTimeout, Describe, MailboxFull, Probe, ask_all
+from actors.runtime.dispatcher import MAX_IDLE_WORKERS
 from actors.runtime.supervisor import Supervisor
 
 TIMEOUT = 2.0
@@ -225,7 +224,7 @@ def test_only_one_message_at_a_time_even_when_handlers_block():
             gevent.sleep(0)
 
     gevent.joinall([gevent.spawn(sender, n) for n in range(4)], timeout=TIMEOUT)
-    for actor, ref in zip(actors, refs):
+    for actor, ref in zip(actors, refs, strict=True):
         ref.ask(Probe(), timeout=TIMEOUT)
         assert actor.most_inside == 1
         assert len(actor.order) == 120

@@ -1,4 +1,7 @@
-"""Mailbox limits seen from a client: bytes bound a slow reader's outbox, and a burst is slowed, not dropped."""
+"""Mailbox limits seen from a client.
+
+Bytes bound a slow reader's outbox, and a burst is slowed, not dropped.
+"""
 
 from __future__ import annotations
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from actors.runtime.actor import ActorStopped, Describe, Probe
 from actors.chat.hub import DelayDelivery, HubActor, Join
 from actors.chat.message import Draft
 from actors.chat.registry import FindRoom, ForgetRooms, ListRooms, Post, RegistryActor
 from actors.chat.room import GetHistory
+from actors.chat.session import SessionActor
+from actors.runtime.actor import ActorStopped, Describe, Probe
 from actors.runtime.supervisor import Supervisor
 from tests.test_actors import TIMEOUT, ListTransport, Recorder
-from actors.chat.session import SessionActor
 
 
 def wait_until(condition, what: str):
@@ -122,7 +122,7 @@ def test_a_room_given_up_on_is_forgotten_and_the_next_message_makes_a_fresh_one(
     assert room.ask(Probe(), timeout=TIMEOUT)
     for crash in range(6):  # the supervisor allows 5 restarts in 10 s
         room.crash()
-        wait_until(lambda: not room.alive or room.stats()["restarts"] == crash + 1, "a restart")
+        wait_until(lambda crash=crash: not room.alive or room.stats()["restarts"] == crash + 1, "a restart")
     assert not room.alive and room.stats()["restarts"] == 5
     with pytest.raises(ActorStopped):
         room.ask(GetHistory(), timeout=TIMEOUT)
@@ -148,7 +148,8 @@ def test_a_post_that_finds_a_dead_room_before_the_registry_hears_of_it_is_not_lo
     for _ in range(6):
         before = room.stats()["restarts"]
         room.crash()
-        wait_until(lambda: not room.alive or room.stats()["restarts"] > before, "a restart")
+        wait_until(lambda before=before: not room.alive or room.stats()["restarts"] > before,
+                   "a restart")
     registry.tell(Post(Draft("r", "two"), "ann"))
     registry.resume()
     fresh = registry.ask(FindRoom("r"), timeout=TIMEOUT)

@@ -20,9 +20,8 @@ import websocket
 import websockets
 
 from tests.conftest import receive, receive_close, send
+from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, scrape, wait_for
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
-from tests.ops_helpers import (figure, metric, raw_upgrade, read_frames_until_end,
-                               scrape, wait_for)
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 
@@ -249,9 +248,10 @@ def test_max_connections_refuses_with_503_before_the_upgrade(start_server, mode)
 
 def test_a_bare_geventwebsocket_worker_closes_1013_when_full(tmp_path):
     """Without gunicorn.conf.py the worker upgrades before the app runs: then 1013."""
-    from tests.conftest import Server, MODES
-    from tests.ports import free_port
     import sys
+
+    from tests.conftest import MODES, Server
+    from tests.ports import free_port
     port = free_port()
     MODES["bare-geventwebsocket"] = lambda p: [
         sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k",

@@ -15,7 +15,8 @@ from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 from tests.test_server import (  # noqa: F401
     test_200_clients_20_messages_10_rooms_everything_exactly_once_in_order,
     test_a_client_that_stops_reading_is_cut_off_and_nobody_else_notices,
-    test_each_run_mode_serves_the_protocol)
+    test_each_run_mode_serves_the_protocol,
+)
 from tests.test_spec import *  # noqa: F401,F403  (the tests themselves)
 
 

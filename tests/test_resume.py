@@ -9,7 +9,6 @@ import gevent
 import pytest
 
 from actors.chat import resume
-from actors.runtime.actor import Actor
 from actors.chat.hub import HubActor, Leave
 from actors.chat.message import Draft, Message
 from actors.chat.registry import Post, RegistryActor

@@ -14,8 +14,7 @@ from actors.shared_rooms.store import READER_NAME, RedisStore
 from tests.conftest import RECEIVE_TIMEOUT, receive, send
 from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 from tests.test_redis import shared, wait_until_serving  # noqa: F401  (a fixture)
-from tests.test_resume_server import (FAST, assert_same_as_history, read_messages,
-                                      resume_after_cut)
+from tests.test_resume_server import FAST, assert_same_as_history, read_messages, resume_after_cut
 
 
 def test_three_processes_a_client_cut_on_one_resumes_on_another(shared):  # noqa: F811

@@ -16,8 +16,8 @@ import websockets
 
 from actors.chat.wire import OP_TEXT, frame_header
 from tests.conftest import ROOT, Server, receive, send
-from tests.ports import free_port
 from tests.ops_helpers import raw_upgrade, read_frames_until_end
+from tests.ports import free_port
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 

@@ -67,7 +67,7 @@ async def _churn(server, seconds: float, rng: random.Random) -> dict:
             while not stop.is_set() or len(seen) < len(sent_texts):
                 try:
                     frame = json.loads(await asyncio.wait_for(ws.recv(), 1))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if stop.is_set():
                         break
                     continue

@@ -254,11 +254,12 @@ def test_20_kozma_room_exists_soon_after_start(start_server):
 
 
 def test_20_kozma_flag_single_dash(start_server, tmp_path):
-    from tests.conftest import ROOT
-    from tests.ports import free_port
     import subprocess
     import sys
     import time
+
+    from tests.conftest import ROOT
+    from tests.ports import free_port
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "app", "--addr", f"127.0.0.1:{port}",
                                 "-kozma", "--kozma-first-delay", "0.1"], cwd=ROOT,

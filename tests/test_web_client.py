@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import receive, send
-
 from tests.browser import browser, expect, login, open_page, open_room, post  # noqa: F401
-
+from tests.conftest import receive, send
 
 XSS = "<img src=x onerror=alert(1)>"
 

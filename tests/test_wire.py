@@ -12,11 +12,29 @@ import os
 import pytest
 
 from actors.chat.message import Frame
-from actors.chat.wire import (NO_STATUS, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
-                              OP_TEXT, FrameParser, Incoming, LimitExceeded, ProtocolError,
-                              check_control, client_frame, close_code_allowed, close_payload,
-                              frame_header, header_size, parse_close, parse_header, server_frame,
-                              unmask)
+from actors.chat.wire import (
+    NO_STATUS,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    Incoming,
+    LimitExceeded,
+    ProtocolError,
+    check_control,
+    client_frame,
+    close_code_allowed,
+    close_payload,
+    frame_header,
+    header_size,
+    parse_close,
+    parse_header,
+    server_frame,
+    unmask,
+)
 
 OPCODES = [OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG]
 # one size per length form and both edges of each: 7-bit, 16-bit, 64-bit

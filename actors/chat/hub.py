@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import gevent
 
-from actors.runtime.actor import Actor, ActorRef, ActorStopped, MailboxFull
 from actors.chat.message import Message
 from actors.chat.session import SLOW_CONSUMER, Disconnect, KeepAlive
+from actors.runtime.actor import Actor, ActorRef, ActorStopped, MailboxFull
 
 log = logging.getLogger("nane.hub")
 

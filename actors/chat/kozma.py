@@ -12,9 +12,9 @@ from pathlib import Path
 
 import gevent
 
-from actors.runtime.actor import Actor, ActorRef
 from actors.chat.message import Draft
 from actors.chat.registry import Post
+from actors.runtime.actor import Actor, ActorRef
 
 USERNAME = "Козьма Прутков"
 ROOM = "kozma"

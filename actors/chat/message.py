@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from actors.chat.wire import OP_TEXT, server_frame
 
@@ -40,7 +40,7 @@ class Frame:
         return f"Frame({self.json[:80]!r})"
 
     @property
-    def v2(self) -> "Frame":
+    def v2(self) -> Frame:
         """This frame as a `?v=2` connection gets it (the same, but for a message's `pos`)."""
         return self
 
@@ -150,9 +150,10 @@ def _encodable(value: str) -> bool:
 
 def error_frame(problem: BadFrame | str, id: str | None = None) -> Frame:
     """The `?v=2` frame that names a dropped message's problem."""
+    reason = problem
     if isinstance(problem, BadFrame):
-        problem, id = problem.reason, problem.id
-    frame = {"error": problem}
+        reason, id = problem.reason, problem.id
+    frame = {"error": reason}
     if id is not None:
         frame["id"] = id
     return Frame(_encode(frame))
@@ -161,7 +162,7 @@ def error_frame(problem: BadFrame | str, id: str | None = None) -> Frame:
 def format_created(ns: int) -> str:
     """UTC RFC 3339 with nine fractional digits and `Z`, as the original sent."""
     seconds, fraction = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{fraction:09d}Z"
 
 
@@ -218,7 +219,7 @@ class Message(Frame):
         return self._v2
 
     @classmethod
-    def from_json(cls, raw: bytes, position: str | None = None) -> "Message":
+    def from_json(cls, raw: bytes, position: str | None = None) -> Message:
         """A message another process encoded (the Redis path), keeping its bytes as they came."""
         data = json.loads(raw)
         message = cls.__new__(cls)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from actors.chat import resume
-from actors.runtime.actor import Actor, ActorError, ActorRef
-from actors.chat.message import Draft, Message, encode_list, format_created
 from actors.chat.hub import Deliver
+from actors.chat.message import Draft, Message, encode_list, format_created
 from actors.chat.room import Append, Forget, MessagesAfter, RoomActor
+from actors.runtime.actor import Actor, ActorError, ActorRef
 from actors.runtime.supervisor import Supervisor
 
 log = logging.getLogger("nane.registry")

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Iterable
 
-from actors.runtime.actor import ActorError, ActorRef, MailboxFull
 from actors.chat.hub import Join
 from actors.chat.message import Frame, Message
 from actors.chat.session import SLOW_CONSUMER
+from actors.runtime.actor import ActorError, ActorRef, MailboxFull
 
 SEPARATOR = ":"
 
@@ -111,7 +111,7 @@ def answer(session: ActorRef, hub: ActorRef, replay: list[Message], gone: str | 
     hub.tell(Join(session))
 
 
-def messages_after(history: Iterable[Message], seq: int, dropped: bool) -> tuple[list[Message], bool]:
+def messages_after(history: Sequence[Message], seq: int, dropped: bool) -> tuple[list[Message], bool]:
     """A room's messages after `seq`, oldest first, and whether that is all of them.
 
     `history` is oldest first; `dropped` says whether the room ever let a

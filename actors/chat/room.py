@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from actors.runtime.actor import Actor
 from actors.chat.message import Message, encode_list
 from actors.chat.resume import messages_after
+from actors.runtime.actor import Actor
 
 
 @dataclass(frozen=True, slots=True)

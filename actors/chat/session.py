@@ -26,8 +26,8 @@ from typing import Protocol
 
 from gevent.event import AsyncResult
 
-from actors.runtime.actor import Actor
 from actors.chat.message import Frame
+from actors.runtime.actor import Actor
 from actors.runtime.supervisor import Supervisor
 
 log = logging.getLogger("nane.session")
@@ -135,7 +135,7 @@ class SessionActor(Actor):
             return
         if type(message) is GoSilent:
             self._transport.go_silent()
-            return True
+            return
         frames, tick = [message], False
         for queued in self._pending():
             if type(queued) is KeepAlive:

@@ -21,14 +21,13 @@ parsed on the server's one core, so the cost would show in every figure; the
 codec is 300 lines and tested byte for byte against RFC 6455's examples.
 
 No extension is ever negotiated (no run mode's handshake accepts one; see
-app/websocket/simple_ws.py), so a set RSV bit is always a protocol error.
+app/websocket/simple_websocket_shim.py), so a set RSV bit is always a protocol error.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from typing import Union
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
@@ -50,7 +49,7 @@ _LONG = struct.Struct("!BBQ")
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 class ProtocolError(ValueError):

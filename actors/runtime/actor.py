@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -180,7 +181,7 @@ class Actor:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self, supervisor: "Supervisor | None" = None) -> "ActorRef":
+    def start(self, supervisor: Supervisor | None = None) -> ActorRef:
         """Make the actor live (`on_start` runs soon, in a worker) and return its reference."""
         if self._running or self._stopped:
             raise ActorError(f"{self.name} was already started")
@@ -314,7 +315,7 @@ class Actor:
 
     def _pending(self) -> list[Any]:
         """Take the tells already waiting, up to the next ask or stop (for batching)."""
-        taken = []
+        taken: list[Any] = []
         mailbox = self._mailbox
         if self._faults is not None and (self._faults.delay or self._faults.paused):
             return taken  # slowed down: every message waits its own delay
@@ -603,9 +604,10 @@ def ask_all(refs: Iterable[ActorRef], message: Any, timeout: float) -> dict[Acto
     return replies
 
 
-def _interrupt(actor: Actor, worker, reason: Any) -> None:
+def _interrupt(actor: Actor, worker: gevent.Greenlet, reason: Any) -> None:
     """In gevent's hub: throw `_Killed` into `worker` if it is still inside `actor`."""
-    if actor._worker is worker and not worker.dead and not actor._stopped:
+    still_inside = actor._worker is worker and not actor._stopped
+    if still_inside and not worker.dead:
         worker.throw(_Killed(reason))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from gevent import getcurrent, get_hub
+from gevent import get_hub, getcurrent
 from greenlet import greenlet
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class Dispatcher:
         self._loop = get_hub().loop
         self.workers = 0  # live worker greenlets, parked ones included
 
-    def schedule(self, actor: "Actor") -> None:
+    def schedule(self, actor: Actor) -> None:
         """`actor` has mail (or must stop): run it soon. Call once until it is run."""
         self._ready.append(actor)
         if not self._watching:

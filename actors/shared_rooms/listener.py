@@ -35,9 +35,10 @@ from gevent.event import Event
 from redis.exceptions import RedisError
 
 from actors.chat import resume
-from actors.runtime.actor import ActorRef
 from actors.chat.hub import Deliver
 from actors.chat.message import Message
+from actors.chat.resume import Resume
+from actors.runtime.actor import ActorRef
 from actors.shared_rooms.store import STREAM_ID, RedisStore
 
 log = logging.getLogger("nane.redis")
@@ -64,7 +65,7 @@ class Listener:
         self._greenlet: gevent.Greenlet | None = None
         self._subscribed = Event()
         self._stopping = False
-        self._resumes: deque[tuple[resume.Resume, float]] = deque()  # bounded by connections
+        self._resumes: deque[tuple[Resume, float]] = deque()  # bounded by connections
         self.run: str | None = None  # the Redis data set's run id
         self._last_id = "0-0"  # the last stream id handed to the hub
         self._last_count = 0  # its activity count (0: none read yet)
@@ -72,7 +73,7 @@ class Listener:
         self.received = 0
         self.reconnects = 0
 
-    def start(self) -> "Listener":
+    def start(self) -> Listener:
         self._greenlet = gevent.spawn(self._run)
         self._greenlet.name = "redis-listener"
         return self
@@ -81,7 +82,7 @@ class Listener:
         """Wait until the first read is possible; False if it is not after `timeout` s."""
         return self._subscribed.wait(timeout)
 
-    def resume(self, request: resume.Resume) -> None:
+    def resume(self, request: Resume) -> None:
         """Serve `request` between two reads (any greenlet may call this)."""
         self._resumes.append((request, time.monotonic() + AHEAD_WAIT))
 
@@ -160,7 +161,7 @@ class Listener:
         finally:
             self._resumes.extend(waiting)
 
-    def _replay(self, request: resume.Resume, deadline: float):
+    def _replay(self, request: Resume, deadline: float):
         """(messages, None) or ([], why not); None: not yet, this process is behind the position."""
         if not request.since:
             return [], None

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
-from actors.runtime.actor import Actor, ActorError, ActorRef, ActorStopped, MailboxFull
 from actors.chat.message import error_frame
-from actors.chat.registry import (MAX_WAITING_POSTS, FindRoom, ListRoomActors, ListRooms, Post, Room,
-                             fold)
-from actors.chat.room import GetHistory
+from actors.chat.registry import MAX_WAITING_POSTS, FindRoom, ListRoomActors, ListRooms, Post, Room, fold
 from actors.chat.resume import Resume
-from actors.shared_rooms.store import RedisStore, StoreUnavailable
+from actors.chat.room import GetHistory
+from actors.runtime.actor import Actor, ActorError, ActorRef, ActorStopped, MailboxFull
 from actors.runtime.supervisor import Supervisor
+from actors.shared_rooms.store import RedisStore, StoreUnavailable
 
 log = logging.getLogger("nane.registry")
 
@@ -113,7 +112,7 @@ class SharedRegistryActor(Actor):
             results = self._store.post([(fold(p.draft.room), p.draft, p.username) for p in posts])
         except StoreUnavailable as error:
             results = [error] * len(posts)
-        for post, result in zip(posts, results):
+        for post, result in zip(posts, results, strict=True):
             if isinstance(result, Exception):
                 self.failed += 1
                 if not isinstance(result, StoreUnavailable):

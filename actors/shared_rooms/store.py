@@ -32,6 +32,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -146,7 +147,8 @@ class RedisStore:
         self._post_sha = self._reader.script_load(POST_SCRIPT)
         self._rooms_sha = self._reader.script_load(ROOMS_SCRIPT)
         self._reader.set(self._run_key, new_run("r"), nx=True)
-        return self._reader.get(self._run_key).decode()
+        run: bytes = self._reader.get(self._run_key)  # type: ignore[assignment]  # set just above
+        return run.decode()
 
     def last_id(self) -> str:
         """The id of the newest message in the stream ("0-0" when there is none yet)."""
@@ -161,7 +163,7 @@ class RedisStore:
         Waits up to READ_BLOCK_MS for some. `count` goes up by one per message
         posted, so a reader sees when the stream was trimmed past what it read.
         """
-        answer = self._reader.xread({self.stream: after}, count=READ_BATCH, block=READ_BLOCK_MS)
+        answer: Any = self._reader.xread({self.stream: after}, count=READ_BATCH, block=READ_BLOCK_MS)
         if not answer:
             return []
         return [(id.decode(), fields[b"m"], int(fields.get(b"n", 0)))
@@ -228,7 +230,7 @@ class RedisStore:
             retried = self._pipeline(lambda pipe: [
                 pipe.evalsha(self._post_sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
                 for i in again])
-            for i, result in zip(again, retried):
+            for i, result in zip(again, retried, strict=True):
                 results[i] = result
         return [r.decode() if isinstance(r, bytes) else r for r in results]
 

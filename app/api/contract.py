@@ -184,7 +184,7 @@ def _read(summary: str, ok: dict, not_found: bool = False) -> dict:
     if not_found:
         responses["404"] = _json_response("No such room: `room {name} not found`",
                                           _ref("Error"))
-    operation = {"summary": summary, "responses": responses}
+    operation: dict[str, object] = {"summary": summary, "responses": responses}
     if not_found:
         operation["parameters"] = [{
             "name": "name", "in": "path", "required": True,

@@ -12,10 +12,10 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from actors.runtime.actor import ActorError
 from actors.chat.message import encode_error, encode_result
 from actors.chat.registry import FindRoom, ListRooms
 from actors.chat.room import GetHistory
+from actors.runtime.actor import ActorError
 from app.api import contract
 
 JSON = "application/json; charset=utf-8"

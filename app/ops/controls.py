@@ -24,11 +24,11 @@ import time
 import gevent
 from flask import Blueprint, Flask, abort, current_app, request
 
-from actors.runtime.actor import ActorRef, Describe, ask_all
 from actors.chat.hub import DelayDelivery, DisconnectAll, ListSessions
 from actors.chat.message import encode_result
 from actors.chat.registry import FindRoom, ForgetRooms
 from actors.chat.session import Disconnect, GoSilent
+from actors.runtime.actor import ActorRef, Describe, ask_all
 from app.api.routes import error_response, json_response
 from app.ops.metrics import BY_CONTROL
 
@@ -204,7 +204,9 @@ def delay():
 # -- helpers -------------------------------------------------------------------
 
 def _controls() -> Controls:
-    return controls_of(current_app)
+    controls = controls_of(current_app)
+    assert controls is not None, "the controls' routes exist only with the controls installed"
+    return controls
 
 
 def _answer(result: dict):

@@ -16,13 +16,19 @@ Each app has its own registry (tests build several apps in one process).
 from __future__ import annotations
 
 import prometheus_client
-from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogram,
-                               PlatformCollector, ProcessCollector)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from actors.runtime.actor import Describe, ask_all
 from actors.chat.message import DROP_REASONS
 from actors.chat.session import GOING_AWAY, PING_TIMEOUT, SLOW_CONSUMER, Disconnect
+from actors.runtime.actor import Describe, ask_all
 
 prometheus_client.disable_created_metrics()
 
@@ -90,7 +96,7 @@ class Metrics:
             label = DISCONNECT_REASONS.get(reason) or (
                 "control" if reason.reason.startswith(BY_CONTROL) else "client")
         else:
-            label = CLOSE_CODE_REASONS.get(close_code, "client")
+            label = CLOSE_CODE_REASONS.get(close_code or 0, "client")
         self.disconnects.labels(label).inc()
 
 

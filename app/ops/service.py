@@ -17,17 +17,17 @@ import gc
 import logging
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 import greenlet
 from flask import Blueprint, Flask, Response, current_app, request
 from gevent.event import Event
 
-from actors.runtime.actor import ActorError, Describe, Probe, ask_all
 from actors.chat.hub import DrainAll
 from actors.chat.message import encode_error, encode_result
 from actors.chat.session import GOING_AWAY
+from actors.runtime.actor import ActorError, Describe, Probe, ask_all
 from app.api.routes import JSON
 from app.ops.limits import AddressLimits, client_address
 

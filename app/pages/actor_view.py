@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, send_from_directory
 
-from actors.runtime.actor import ActorError, Describe, ask_all
-from actors.runtime.tracing import tracing
 from actors.chat.hub import ListSessions
 from actors.chat.message import encode_result
 from actors.chat.registry import ListRoomActors
+from actors.runtime.actor import ActorError, Describe, ask_all
+from actors.runtime.tracing import tracing
 from app.api.routes import READ_METHODS, json_response
 from app.ops.controls import controls_of
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import socket
+from typing import BinaryIO, NamedTuple
 
 from flask import Response
 
@@ -15,6 +16,6 @@ class Upgraded(NamedTuple):
     connection is over: the server it runs under must write nothing more.
     """
 
-    socket: object
-    rfile: object
+    socket: socket.socket
+    rfile: BinaryIO
     answer: type[Response]

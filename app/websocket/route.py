@@ -27,13 +27,13 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, request
 from gevent.event import AsyncResult
 
-from actors.runtime.actor import ActorStopped, MailboxFull
 from actors.chat.hub import Join, Leave
-from actors.chat.message import (PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame,
-                            parse_frame)
+from actors.chat.message import PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame, parse_frame
 from actors.chat.registry import Post
 from actors.chat.resume import Resume
-from actors.chat.session import SUPERVISOR as SESSIONS, Disconnect, SessionActor
+from actors.chat.session import SUPERVISOR as SESSIONS
+from actors.chat.session import Disconnect, SessionActor
+from actors.runtime.actor import ActorStopped, MailboxFull
 from app.ops.limits import FloodGuard
 from app.ops.metrics import FLOOD
 from app.ops.service import Connections, lift_request_deadline

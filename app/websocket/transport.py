@@ -33,16 +33,29 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
 from actors.chat.message import Frame
-from actors.chat.wire import (NO_STATUS, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Incoming,
-                              LimitExceeded, ProtocolError, close_payload, header_size, parse_close,
-                              parse_header, server_frame, unmask)
+from actors.chat.wire import (
+    NO_STATUS,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Incoming,
+    LimitExceeded,
+    ProtocolError,
+    close_payload,
+    header_size,
+    parse_close,
+    parse_header,
+    server_frame,
+    unmask,
+)
 
 log = logging.getLogger("nane.transport")
 
@@ -92,7 +105,7 @@ class WebSocketTransport:
         self._incoming = Incoming(max_message_bytes, max_fragments)
         self._write_timeout = write_timeout
         self.admit_control = admit_control
-        self._on_closed = on_closed
+        self._on_closed: Callable[[], None] | None = on_closed
         self._write_lock = Semaphore()
         self._heard = True
         self._frames_since_yield = 0
