@@ -24,10 +24,8 @@ from __future__ import annotations
 
 from simple_websocket import Server
 
-from app.server import AnsweredUnderGunicorn
+from app.server import READ_BUFFER_BYTES, AnsweredUnderGunicorn
 from app.websocket import Upgraded
-
-READ_BUFFER_BYTES = 2048
 
 
 class NeverStarted:
