@@ -130,24 +130,23 @@ def test_a_closed_gevent_websocket_writes_nothing():
     relies_on("gevent-websocket", "WebSocket.close writing through send_frame",
               "self.send_frame(message, opcode=self.OPCODE_CLOSE)" in code(WebSocket.close))
 
+    written = []
+
     class Handler:  # what close() reaches for: handler.server.application, handler.logger
-        written = []
         server = types.SimpleNamespace(application=None)
         logger = logging.getLogger("test_library_shims")
 
     class Stream:
         handler = Handler()
         read = None
-
-        def write(self, data):
-            Handler.written.append(data)
+        write = written.append
 
     websocket = WebSocket({}, Stream(), Handler())
     websocket.closed = True
     websocket.close()
     del websocket
     relies_on("gevent-websocket", "a WebSocket with closed set writing nothing on close()",
-              Handler.written == [])
+              written == [])
 
 
 def test_simple_websocket_server_internals():
