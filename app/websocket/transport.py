@@ -92,20 +92,16 @@ class WebSocketTransport:
         write_timeout: seconds a write may make no progress.
         admit_control: asked for every ping and pong frame; False drops it
             (over the rate limit). The reader's owner decides what a flood is.
-        on_closed: called once, when the connection closes (frees the handshake's
-            library state).
     """
 
     def __init__(self, sock: socket.socket, rfile, max_message_bytes: int,
                  max_fragments: int = 1024, write_timeout: float = 20.0,
-                 admit_control: Callable[[], bool] = lambda: True,
-                 on_closed: Callable[[], None] = lambda: None):
+                 admit_control: Callable[[], bool] = lambda: True):
         self._socket = sock
         self._rfile = rfile
         self._incoming = Incoming(max_message_bytes, max_fragments)
         self._write_timeout = write_timeout
         self.admit_control = admit_control
-        self._on_closed: Callable[[], None] | None = on_closed
         self._write_lock = Semaphore()
         self._heard = True
         self._frames_since_yield = 0
@@ -315,6 +311,3 @@ class WebSocketTransport:
             pass
         if self._silent is not None:
             self._silent.set(None)
-        on_closed, self._on_closed = self._on_closed, None
-        if on_closed is not None:
-            on_closed()
