@@ -1,5 +1,9 @@
 """The heart of nane: actors that own all state and talk only through messages.
 
+`runtime/` is the actor system (no chat in it), `chat/` the chat built on it,
+`shared_rooms/` the Redis adapter for rooms shared by several processes, and
+`system.py` starts the actors and wires them together.
+
 Follow one message: `app/websocket/route.py` reads the frame -> `message.parse_frame`
 validates it -> `registry.RegistryActor` finds or creates the room, stamps the
 message and hands it on -> `room.RoomActor` keeps it in the history, and
