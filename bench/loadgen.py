@@ -6,8 +6,8 @@ answer protocol pings), never touching the payload. A few connections are
 *probes*: they assemble whole frames and hand the payload to a callback, which
 parses the JSON to measure latency and check order.
 
-The handshake is written here by hand and the frames are nane's own codec
-(actors/chat/wire.py): counters use its `FrameParser(keep_data=False)`,
+The handshake and the frames are nane's own codec (actors/chat/wire.py):
+counters use its `FrameParser(keep_data=False)`,
 which walks headers and skips payloads without copying them, so the
 generator's CPU per received frame stays far below a Python server's, which
 is the point (see `gen_cpu_us_per_frame` in scenarios.py).
@@ -16,15 +16,22 @@ Every wait is bounded: LoadGen.loop() takes a deadline and a stall timeout and
 returns False instead of hanging; the caller then reports what it counted as
 loss.
 """
-import base64
 import errno
 import json
-import os
 import select
 import socket
 import time
 
-from actors.chat.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame
+from actors.chat.wire import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    client_frame,
+    handshake_answer,
+    handshake_request,
+)
 
 RECV_SIZE = 256 * 1024
 
@@ -144,11 +151,7 @@ class LoadGen:
             return
         s.setblocking(False)
         c.sock, c.fd = s, s.fileno()
-        key = base64.b64encode(os.urandom(16)).decode()
-        c.outbuf = ("GET %s?username=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                    "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n"
-                    % (self.path, username, self.host, self.port, key)).encode()
+        c.outbuf = handshake_request(f"{self.path}?username={username}", f"{self.host}:{self.port}")
         err = s.connect_ex((self.host, self.port))
         if err not in (0, errno.EINPROGRESS):
             self._fail("connect: " + errno.errorcode.get(err, str(err)))
@@ -349,16 +352,20 @@ class LoadGen:
             return
         if c.state == HANDSHAKE:
             c.hs += self.buf[:n]
-            end = c.hs.find(b"\r\n\r\n")
-            if end < 0:
+            try:
+                answer = handshake_answer(c.hs)
+            except ConnectionRefusedError as refused:
+                answer, refusal = None, str(refused)
+            else:
+                refusal = None
+            if answer is None and refusal is None:
                 if len(c.hs) > 65536:
                     self._fail("handshake: response head too long")
                     self._close(c)
                 return
-            head, rest = c.hs[:end], c.hs[end + 4:]
             c.hs = b""
-            if not head.startswith(b"HTTP/1.1 101"):
-                self._fail("handshake: " + bytes(head[:12]).decode("latin-1", "replace"))
+            if answer is None:
+                self._fail(f"handshake: {refusal}"[:80])
                 self.pending -= 1
                 c.state = OPEN  # so _close accounts it as open->closed below
                 self.n_open += 1
@@ -374,8 +381,8 @@ class LoadGen:
                 self.cep.register(c.fd, _EV_R)
                 self.cmap[c.fd] = c
                 c.in_cep = True
-            if rest:
-                self._feed(c, rest)
+            if answer[1]:
+                self._feed(c, answer[1])
             return
         self._feed(c, self.mv[:n])
 

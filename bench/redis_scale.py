@@ -32,7 +32,6 @@ one thread), so it measures the servers, not a websocket library.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import selectors
@@ -49,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the codec (actors/chat/wire.py) and tests/ports.py
 
 from actors.chat.wire import OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame  # noqa: E402
-from tests.ports import free_port  # noqa: E402
+from tests.ports import free_port, upgrade  # noqa: E402
 
 RECV_SIZE = 256 * 1024
 DEADLINE = 60.0  # seconds any one phase may take
@@ -113,19 +112,7 @@ class Client:
     def __init__(self, port: int, name: str, probe: bool):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws?username={name} HTTP/1.1\r\nHost: x\r\n"
-                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed during handshake")
-            answer += chunk
-        head, _, rest = answer.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise ConnectionError(head.decode(errors="replace"))
+        rest = upgrade(self.sock, f"/ws?username={name}", f"127.0.0.1:{port}")
         self.parser = FrameParser(keep_data=probe)  # counters skip payloads
         self.leftover = rest  # frames that came with the handshake's answer
         self.probe = probe

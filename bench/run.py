@@ -33,7 +33,7 @@ sys.path.insert(1, ROOT)  # the codec (actors/chat/wire.py) and tests/ports.py
 import scenarios  # noqa: E402
 from loadgen import kernel_counters  # noqa: E402
 
-from tests.ports import free_port  # noqa: E402
+from tests.ports import free_port, upgrade  # noqa: E402
 
 try:
     import psutil
@@ -239,13 +239,8 @@ class Server:
                 return False
             try:
                 with socket.create_connection((HOST, self.port), timeout=2.0) as s:
-                    s.sendall(("GET /ws?username=ready HTTP/1.1\r\nHost: %s:%d\r\n"
-                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                               "Sec-WebSocket-Version: 13\r\n\r\n" % (HOST, self.port)).encode())
-                    head = s.recv(4096)
-                    if head.startswith(b"HTTP/1.1 101"):
-                        return True
+                    upgrade(s, "/ws?username=ready", f"{HOST}:{self.port}")
+                    return True
             except OSError:
                 pass
             time.sleep(0.1)

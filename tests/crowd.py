@@ -9,15 +9,14 @@ message's payload to a callback.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import selectors
 import socket
 import time
 from collections.abc import Callable
 
 from actors.chat.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame, parse_close
+from tests.ports import upgrade
 
 RECV_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 5.0
@@ -44,20 +43,8 @@ def connect(port: int, username: str, index: int, query: str = "") -> Client:
     """Open a websocket to 127.0.0.1:`port` and finish the handshake (bounded)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=HANDSHAKE_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    key = base64.b64encode(os.urandom(16)).decode()
     path = f"/ws?username={username}" + (f"&{query}" if query else "")
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed during handshake: {answer!r}")
-        answer += chunk
-    head, _, leftover = answer.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise ConnectionError(f"handshake refused: {head!r}")
+    leftover = upgrade(sock, path, f"127.0.0.1:{port}")
     sock.setblocking(False)
     return Client(index, sock, leftover)
 

@@ -6,8 +6,6 @@ conftest.py prints it at the end of the run.
 
 from __future__ import annotations
 
-import base64
-import os
 import socket
 import time
 from collections import defaultdict
@@ -15,6 +13,7 @@ from collections import defaultdict
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.chat.wire import OP_CLOSE, FrameParser, parse_close
+from tests.ports import upgrade
 
 FIGURES: dict[str, dict[str, object]] = defaultdict(dict)
 
@@ -63,16 +62,7 @@ def raw_upgrade(port: int, username: str = "raw", timeout: float = 5.0,
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.settimeout(timeout)
     sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws?username={username} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                  f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed during handshake"
-        response += chunk
-    assert response.startswith(b"HTTP/1.1 101"), response
+    upgrade(sock, f"/ws?username={username}", f"127.0.0.1:{port}")
     return sock
 
 

@@ -13,7 +13,6 @@ The slower variants are marked `slow` and run when NANE_SLOW_TESTS=1.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -35,6 +34,7 @@ from actors.chat.wire import (
     client_frame,
     close_payload,
     frame_header,
+    handshake_request,
     server_frame,
 )
 from tests.conftest import receive, receive_close, send
@@ -492,17 +492,7 @@ def raw_request(port: int, head: bytes, timeout: float = 10) -> bytes:
 
 
 def upgrade_head(**headers) -> bytes:
-    fields = {"Host": "x", "Upgrade": "websocket", "Connection": "Upgrade",
-              "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-              "Sec-WebSocket-Version": "13"}
-    for name, value in headers.items():
-        name = name.replace("_", "-")
-        if value is None:
-            fields.pop(name, None)
-        else:
-            fields[name] = value
-    lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-    return f"GET /ws?username=odd HTTP/1.1\r\n{lines}\r\n".encode()
+    return handshake_request("/ws?username=odd", "x", **headers)
 
 
 BAD_HANDSHAKES = {

@@ -7,6 +7,7 @@ frame split at every byte, and the close and control-frame rules.
 
 from __future__ import annotations
 
+import base64
 import os
 
 import pytest
@@ -29,6 +30,8 @@ from actors.chat.wire import (
     close_code_allowed,
     close_payload,
     frame_header,
+    handshake_answer,
+    handshake_request,
     header_size,
     parse_close,
     parse_header,
@@ -298,3 +301,31 @@ def test_incoming_limits_are_checked_from_headers_alone():
     with pytest.raises(LimitExceeded) as refused:
         incoming.check(True, OP_CONTINUATION, 0, RFC_MASK)
     assert (refused.value.code, str(refused.value)) == (1008, "message in more than 3 frames")
+
+
+# -- the client's opening handshake -------------------------------------------------------
+
+
+def test_a_handshake_request_has_every_header_rfc_6455_asks_for_and_a_fresh_key():
+    first, second = handshake_request("/ws?username=a", "h:1"), handshake_request("/ws")
+    lines = first.decode().split("\r\n")
+    assert lines[0] == "GET /ws?username=a HTTP/1.1" and first.endswith(b"\r\n\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:] if line)
+    assert fields["Host"] == "h:1" and fields["Upgrade"] == "websocket"
+    assert fields["Connection"] == "Upgrade" and fields["Sec-WebSocket-Version"] == "13"
+    assert len(base64.b64decode(fields["Sec-WebSocket-Key"])) == 16
+    assert fields["Sec-WebSocket-Key"] not in second.decode()
+
+
+def test_a_handshake_header_can_be_changed_or_left_out():
+    request = handshake_request("/ws", Sec_WebSocket_Version="8", Upgrade=None).decode()
+    assert "Sec-WebSocket-Version: 8\r\n" in request and "Upgrade:" not in request
+
+
+def test_a_handshake_answer_is_read_once_its_head_is_complete():
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi"
+    for cut in range(len(answer) - 4):
+        assert handshake_answer(answer[:cut]) is None
+    assert handshake_answer(answer) == (answer[:answer.index(b"\r\n\r\n")], b"\x81\x02hi")
+    with pytest.raises(ConnectionRefusedError, match="401"):
+        handshake_answer(b"HTTP/1.1 401 Unauthorized\r\n\r\nname required")

@@ -9,7 +9,8 @@ the protocol uses the same functions: the server's transport
 `parse_header`, checks them with `Incoming`, unmasks with `unmask` and
 answers with `server_frame` and `close_payload`; the tests' raw clients and
 the benchmark's generator build masked frames with `client_frame` and read
-the server's frames with `FrameParser`.
+the server's frames with `FrameParser`, and open their connections with
+`handshake_request` and `handshake_answer`.
 
 Why our own and not wsproto (installed with simple-websocket): bench/codec.py
 measures both on chat-sized frames (100-300 bytes). wsproto took 5 to 8 times
@@ -26,6 +27,7 @@ app/websocket/simple_websocket_shim.py), so a set RSV bit is always a protocol e
 
 from __future__ import annotations
 
+import base64
 import os
 import struct
 
@@ -308,3 +310,39 @@ class FrameParser:
         elif at < end:
             pending += data[at:end]
         return frames
+
+
+# -- the client's opening handshake (RFC 6455 4.1), for the tests and the benchmark --
+
+END_OF_HEAD = b"\r\n\r\n"
+
+
+def handshake_request(path: str, host: str = "127.0.0.1", **headers: str | None) -> bytes:
+    """A client's upgrade request for `path`, with a fresh random key.
+
+    A keyword overrides a header (`Sec_WebSocket_Version="8"`: underscores
+    become dashes), and None leaves it out: the tests send malformed
+    handshakes this way.
+    """
+    fields: dict[str, str | None] = {
+        "Host": host, "Upgrade": "websocket", "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13"}
+    for name, value in headers.items():
+        fields[name.replace("_", "-")] = value
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items() if value is not None)
+    return f"GET {path} HTTP/1.1\r\n{lines}\r\n".encode()
+
+
+def handshake_answer(data: bytes) -> tuple[bytes, bytes] | None:
+    """(the server's answer head, the bytes after it), or None while the head is incomplete.
+
+    Raises:
+        ConnectionRefusedError: the answer is not `101 Switching Protocols`.
+    """
+    if END_OF_HEAD not in data:
+        return None
+    head, _, rest = data.partition(END_OF_HEAD)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionRefusedError(f"handshake refused: {head.decode('latin-1')!r}")
+    return head, rest
