@@ -49,33 +49,13 @@ sys.path.insert(0, str(ROOT))  # the codec (actors/chat/wire.py) and tests/ports
 
 from actors.chat.wire import OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame  # noqa: E402
 from tests.ports import free_port, upgrade  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 RECV_SIZE = 256 * 1024
 DEADLINE = 60.0  # seconds any one phase may take
 
 
 # -- processes -----------------------------------------------------------------
-
-
-def start_redis(log_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    seen, deadline = b"", time.monotonic() + 10
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while b"Ready to accept connections" not in seen:
-            if time.monotonic() > deadline or not selector.select(1):
-                raise RuntimeError(f"redis-server not ready: {seen[-500:]!r}")
-            chunk = os.read(process.stdout.fileno(), 65536)
-            if not chunk:
-                raise RuntimeError(f"redis-server exited: {seen[-500:]!r}")
-            seen += chunk
-    with open(log_dir / f"redis-{port}.log", "wb") as log:  # drain its output from now on
-        subprocess.Popen(["cat"], stdin=process.stdout, stdout=log)
-    process.stdout.close()
-    return process, f"redis://127.0.0.1:{port}/0"
 
 
 def start_server(log_dir: Path, redis_url: str | None,
@@ -208,11 +188,12 @@ def post_script_microseconds(url: str) -> float:
 
 def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
     started: list[subprocess.Popen] = []
+    redis = None
     try:
         url = None
         if use_redis:
-            redis, url = start_redis(log_dir)
-            started.append(redis)
+            redis = RedisServer(shutil.which("redis-server") or "redis-server", log_dir)
+            url = redis.url
         ports = []
         for _ in range(processes):
             process, port = start_server(log_dir, url, args.source)
@@ -263,6 +244,8 @@ def run(processes: int, use_redis: bool, args, log_dir: Path) -> dict:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if redis is not None:
+            redis.stop()
 
 
 def main() -> int:

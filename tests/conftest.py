@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 import websocket
 
 from tests.ports import free_port
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVE_TIMEOUT = 5.0
@@ -174,3 +176,22 @@ def pytest_terminal_summary(terminalreporter):
         shown = ", ".join(f"{key}={value:,}" if isinstance(value, int) else f"{key}={value}"
                           for key, value in values.items())
         terminalreporter.write_line(f"{test}: {shown}")
+
+
+def redis_binary() -> str:
+    """The path of `redis-server`, or skip (fail when NANE_REQUIRE_REDIS=1)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not installed (apt-get install redis-server; .ci/run does)"
+        if os.environ.get("NANE_REQUIRE_REDIS") == "1":
+            pytest.fail(f"NANE_REQUIRE_REDIS=1 but {reason}")
+        pytest.skip(reason)
+    return binary
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> RedisServer:
+    """A fresh private redis-server for this test, killed after it."""
+    server = RedisServer(redis_binary(), tmp_path)
+    yield server
+    server.stop()

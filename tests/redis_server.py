@@ -1,22 +1,19 @@
-"""A private `redis-server` for the Redis tests: started by the test on a free loopback port.
+"""A private `redis-server` on a free loopback port, for the Redis tests and bench/redis_scale.py.
 
-Never the shared one on 6379: each test gets its own server with persistence
-off (`--save "" --appendonly no`), so nothing outlives it. Without a
-`redis-server` binary the tests that need one skip, with the reason shown —
-unless NANE_REQUIRE_REDIS=1 (CI sets it), where a missing binary fails them.
+Never the shared one on 6379: each user gets its own server with persistence
+off (`--save "" --appendonly no`), so nothing outlives it. No test tool in
+here, so the benchmark can start one too; the tests' `redis_server` fixture
+is in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from tests.ports import free_port
 
@@ -71,22 +68,3 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
-
-
-def redis_binary() -> str:
-    """The path of `redis-server`, or skip (fail when NANE_REQUIRE_REDIS=1)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed (apt-get install redis-server; .ci/run does)"
-        if os.environ.get("NANE_REQUIRE_REDIS") == "1":
-            pytest.fail(f"NANE_REQUIRE_REDIS=1 but {reason}")
-        pytest.skip(reason)
-    return binary
-
-
-@pytest.fixture
-def redis_server(tmp_path) -> RedisServer:
-    """A fresh private redis-server for this test, killed after it."""
-    server = RedisServer(redis_binary(), tmp_path)
-    yield server
-    server.stop()

@@ -21,7 +21,6 @@ import websockets
 
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, scrape, wait_for
-from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 

@@ -19,7 +19,6 @@ import websocket
 
 from tests.conftest import receive, send
 from tests.crowd import Crowd
-from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 
 CREATED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 RECOVERY_TIMEOUT = 15.0

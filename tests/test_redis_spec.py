@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 from tests.test_server import (  # noqa: F401
     test_200_clients_20_messages_10_rooms_everything_exactly_once_in_order,
     test_a_client_that_stops_reading_is_cut_off_and_nobody_else_notices,

@@ -12,7 +12,6 @@ from actors.chat import resume
 from actors.chat.message import Draft
 from actors.shared_rooms.store import READER_NAME, RedisStore
 from tests.conftest import RECEIVE_TIMEOUT, receive, send
-from tests.redis_server import redis_server  # noqa: F401  (a fixture)
 from tests.test_redis import shared, wait_until_serving  # noqa: F401  (a fixture)
 from tests.test_resume_server import FAST, assert_same_as_history, read_messages, resume_after_cut
 
