@@ -341,7 +341,8 @@ def test_after_the_handshake_only_the_transport_writes(start_server, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_stalled_readers_hold_shared_frames_not_copies(start_server, mode):
     server = start_server(mode, max_message_length=60000, max_messages_per_second=100000,
-                          max_flood_seconds=1000)
+                          max_flood_seconds=1000,
+                          max_outbox_bytes=64 * MiB)  # the poster reads its 9 MB of echoes late
     stalled = [raw_upgrade(server.port, f"stalled{i}", receive_buffer=4096) for i in range(10)]
     with Watch(server, f"abuse_stalled_readers[{mode}]") as watch:
         poster = server.connect("poster")
