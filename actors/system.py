@@ -44,7 +44,9 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
                keepalive_tick: float | None = None,
                observe_fan_out: Callable[[float], None] | None = None,
                redis_url: str = "", redis_stream_messages: int | None = None,
-               max_history_bytes: int = 1 << 62) -> Chat:
+               max_history_bytes: int = 1 << 62,
+               max_history_bytes_per_address: int = 1 << 62,
+               max_rooms_per_address: int = 1 << 62) -> Chat:
     """Start the hub, the registry and (optionally) the bot under one supervisor.
 
     `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
@@ -54,8 +56,9 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     stream holds (about its last `redis_stream_messages`, which is how far
     back a `?v=2` client can resume). Start waits (boundedly) for the first read, so a
     process that answers HTTP is normally ready to take posts.
-    `max_history_bytes` bounds the in-memory histories together (with Redis,
-    the histories live in Redis, bounded by its own memory settings).
+    `max_history_bytes` bounds the histories together; one client address's
+    messages may hold `max_history_bytes_per_address` of it, and the rooms it
+    created `max_rooms_per_address` of `max_rooms`.
     """
     supervisor = Supervisor("chat")
     hub = HubActor(keepalive_tick, observe_fan_out).start(supervisor)

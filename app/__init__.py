@@ -42,7 +42,9 @@ def create_app(config: Config | None = None) -> Flask:
                                      config.ping_timeout_seconds) / 4),
         observe_fan_out=metrics.fan_out.observe, redis_url=config.redis_url,
         redis_stream_messages=config.redis_stream_messages,
-        max_history_bytes=config.max_history_bytes)
+        max_history_bytes=config.max_history_bytes,
+        max_history_bytes_per_address=config.max_history_bytes_per_address,
+        max_rooms_per_address=config.max_rooms_per_address)
     metrics.watch(app.extensions["nane"], connections)
     if app.extensions["nane"].store is not None:  # /readyz asks Redis too
         app.extensions["nane_ready_checks"] = {"redis": app.extensions["nane"].store.ping}

@@ -44,6 +44,9 @@ class Config:
     max_fragments_per_message: int = 1024
     max_request_body_bytes: int = 65536
     max_history_bytes: int = 32 * 1024 * 1024
+    max_history_bytes_per_address: int = 4 * 1024 * 1024
+    max_rooms_per_address: int = 1000
+    max_resumes_per_second_per_address: int = 2
     max_connections_per_address: int = 1000
     max_messages_per_second_per_address: int = 200
     forwarded_allow_ips: str = "127.0.0.1,::1"
@@ -130,6 +133,14 @@ HELP = {
     "max_request_body_bytes": "an HTTP request with a bigger body is refused with 413, unread",
     "max_history_bytes": "bytes of messages all rooms keep together; past it the oldest "
                          "messages are forgotten",
+    "max_history_bytes_per_address": "bytes of messages one client address may have in the "
+                                     "histories; past it its own oldest messages are forgotten "
+                                     "first",
+    "max_rooms_per_address": "rooms one client address may have created and kept; past it its "
+                             "own least recently active room is forgotten first",
+    "max_resumes_per_second_per_address": "?v=2&since= replays one client address may ask for "
+                                          "per second (bursts of five seconds' worth); more "
+                                          "are answered with gone",
     "max_connections_per_address": "open websockets one client address may hold; more are "
                                    "refused with 429",
     "max_messages_per_second_per_address": "messages per second one client address may send "

@@ -23,16 +23,19 @@ MAX_WAITING_POSTS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """A validated message from `username` (tell).
+    """A validated message from `username`, who connected from `address` (tell).
 
-    `reply_to` (the poster's session, when it opted in to error frames) hears
-    about a message that was accepted here but could not be delivered later,
-    which only happens when rooms are shared through Redis.
+    `address` is whose share of the budgets the message counts against
+    (`max_history_bytes_per_address`, `max_rooms_per_address`). `reply_to`
+    (the poster's session, when it opted in to error frames) hears about a
+    message that was accepted here but could not be delivered later, which
+    only happens when rooms are shared through Redis.
     """
 
     draft: Draft
     username: str
     reply_to: ActorRef | None = None
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,7 @@ class RegistryActor(Actor):
 
     def receive(self, message):
         match message:
-            case Post(draft, username, _):
+            case Post(draft, username):
                 self._post(draft, username)
             case resume.Resume(session, since, max_replay):
                 self._resume(session, since, max_replay)

@@ -248,7 +248,7 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
                     raise rate_limited(raw, limits, shared.per_second, extensions,
                                        "too many messages from your address")
                 reply = handle_frame(raw, username, limits, chat,
-                                     reply_to=session if extensions else None)
+                                     reply_to=session if extensions else None, address=remote)
             except BadFrame as bad:
                 dropped.labels(bad.kind).inc()
                 if bad.kind != "rate_limited":  # a flood would write a line per frame
@@ -282,7 +282,7 @@ def rate_limited(raw, limits: Limits, per_second: int, extensions: bool,
 
 
 def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
-                 reply_to=None) -> Frame | None:
+                 reply_to=None, address: str = "") -> Frame | None:
     """One client frame in; the frame to answer with (a pong), if any.
 
     `reply_to` is the session of a client that opted in to error frames: it
@@ -297,7 +297,7 @@ def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
     if isinstance(parsed, Ping):
         return PONG
     try:
-        chat.registry.tell(Post(parsed, username, reply_to), wait=POST_WAIT_SECONDS)
+        chat.registry.tell(Post(parsed, username, reply_to, address), wait=POST_WAIT_SECONDS)
     except (MailboxFull, ActorStopped):
         raise BadFrame("server busy, message not accepted", parsed.id, "busy") from None
     return None
