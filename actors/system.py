@@ -46,7 +46,8 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
                redis_url: str = "", redis_stream_messages: int | None = None,
                max_history_bytes: int = 1 << 62,
                max_history_bytes_per_address: int = 1 << 62,
-               max_rooms_per_address: int = 1 << 62) -> Chat:
+               max_rooms_per_address: int = 1 << 62,
+               replay_messages: int = 4095, replay_bytes: int = 4 << 20) -> Chat:
     """Start the hub, the registry and (optionally) the bot under one supervisor.
 
     `keepalive_tick`: seconds between the hub's `KeepAlive` rounds (sessions ping
@@ -58,25 +59,34 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     process that answers HTTP is normally ready to take posts.
     `max_history_bytes` bounds the histories together; one client address's
     messages may hold `max_history_bytes_per_address` of it, and the rooms it
-    created `max_rooms_per_address` of `max_rooms`.
+    created `max_rooms_per_address` of `max_rooms`. The hub keeps the last
+    `replay_messages` messages (at most `replay_bytes` of them) for resuming
+    clients; with Redis no more than the stream keeps, so every process can
+    replay as far back as any other.
     """
     supervisor = Supervisor("chat")
-    hub = HubActor(keepalive_tick, observe_fan_out).start(supervisor)
     listener = store = None
     if redis_url:
-        from actors.shared_rooms.listener import Listener
+        from actors.shared_rooms.listener import AHEAD_WAIT, Listener
         from actors.shared_rooms.shared import SharedRegistryActor
         from actors.shared_rooms.store import STREAM_MESSAGES, RedisStore
 
+        stream_messages = redis_stream_messages or STREAM_MESSAGES
+        replay_messages = min(replay_messages, stream_messages)
+        hub = HubActor(keepalive_tick, observe_fan_out, replay_messages, replay_bytes,
+                       wait_ahead=AHEAD_WAIT).start(supervisor)
         store = RedisStore(redis_url, max_messages_in_room, max_rooms,
-                           stream_messages=redis_stream_messages or STREAM_MESSAGES)
-        listener = Listener(store, hub)
-        registry = SharedRegistryActor(store, max_rooms, listener.resume).start(supervisor)
+                           stream_messages=stream_messages)
+        listener = Listener(store, hub, replay_messages)
+        registry = SharedRegistryActor(store, max_rooms).start(supervisor)
         listener.start()
         listener.wait_subscribed(FIRST_SUBSCRIBE_TIMEOUT)
     else:
-        registry = RegistryActor(hub, max_rooms, max_messages_in_room,
-                                 max_history_bytes).start(supervisor)
+        hub = HubActor(keepalive_tick, observe_fan_out, replay_messages,
+                       replay_bytes).start(supervisor)
+        registry = RegistryActor(hub, max_rooms, max_messages_in_room, max_history_bytes,
+                                 max_history_bytes_per_address,
+                                 max_rooms_per_address).start(supervisor)
     bot = None
     if kozma:
         bot = KozmaActor(registry, kozma_first_delay, kozma_max_pause).start(supervisor)

@@ -32,7 +32,8 @@ def create_app(config: Config | None = None) -> Flask:
         config.max_connections,
         AddressLimits(config.max_connections_per_address,
                       max(config.max_messages_per_second_per_address,
-                          config.max_messages_per_second)),
+                          config.max_messages_per_second),
+                      config.max_resumes_per_second_per_address),
         trusted_proxies(config.forwarded_allow_ips))
     app.extensions["nane"] = start_chat(
         max_rooms=config.max_rooms, max_messages_in_room=config.max_messages_in_room,
@@ -44,7 +45,8 @@ def create_app(config: Config | None = None) -> Flask:
         redis_stream_messages=config.redis_stream_messages,
         max_history_bytes=config.max_history_bytes,
         max_history_bytes_per_address=config.max_history_bytes_per_address,
-        max_rooms_per_address=config.max_rooms_per_address)
+        max_rooms_per_address=config.max_rooms_per_address,
+        replay_messages=config.max_outbox_messages - 1, replay_bytes=config.max_outbox_bytes)
     metrics.watch(app.extensions["nane"], connections)
     if app.extensions["nane"].store is not None:  # /readyz asks Redis too
         app.extensions["nane_ready_checks"] = {"redis": app.extensions["nane"].store.ping}

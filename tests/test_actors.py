@@ -360,7 +360,7 @@ def test_registry_forgets_the_least_recently_active_room():
     hub, registry = chat(max_rooms=2)
     for room in ["a", "b", "a", "c"]:
         registry.tell(Post(Draft(room, "x"), "u"))
-    rooms = json.loads(registry.ask(ListRooms(), timeout=TIMEOUT))["result"]
+    rooms = [json.loads(room) for room in registry.ask(ListRooms(), timeout=TIMEOUT)]
     assert [r["name"] for r in rooms] == ["c", "a"]
     assert registry.ask(FindRoom("b"), timeout=TIMEOUT) is None
 

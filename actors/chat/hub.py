@@ -1,4 +1,4 @@
-"""HubActor: the set of open sessions, and the fan-out of every message to all of them."""
+"""HubActor: the set of open sessions, the fan-out of every message to all of them, and resumes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from typing import ClassVar
 import gevent
 
 from actors.chat.message import Message
+from actors.chat.resume import (
+    NOT_A_POSITION,
+    TOO_LARGE,
+    Replay,
+    ReplayWindow,
+    Resume,
+    StartAt,
+    gone_frame,
+    parse,
+    seam_frame,
+)
 from actors.chat.session import SLOW_CONSUMER, Disconnect, KeepAlive
 from actors.runtime.actor import Actor, ActorRef, ActorStopped, MailboxFull
 
@@ -88,6 +99,13 @@ class Tick:
     """Time to let every session ping its peer (the hub sends it to itself)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExpireWaiting:
+    """Resumes from positions this process has not reached yet may have waited long enough."""
+
+    untraced: ClassVar[bool] = True
+
+
 class HubActor(Actor):
     """Owns the one set of receivers that all rooms share.
 
@@ -98,18 +116,33 @@ class HubActor(Actor):
     The hub never waits for a socket: it drops each message's bytes into the
     session's bounded outbox, and a session whose outbox is full is cut off.
 
+    Being the one that delivers, the hub also serves `Resume` (see
+    actors/chat/resume.py): from its `ReplayWindow` of the messages it
+    delivered last it puts the replay and the seam into the session's outbox
+    and the session into its set, in one turn between two messages, so the seam
+    is exact. With Redis a client may resume from a position it saw on a
+    process that has read further than this one: that resume waits (up to
+    `wait_ahead` seconds) for this hub to deliver as far.
+
     Args:
         tick_seconds: how often every session gets a `KeepAlive` (None: never).
         observe_fan_out: called with the seconds from the hand-off of a message (by the
             registry, or the listener with Redis) to the last outbox, once per message
             (the fan-out latency metric).
+        replay_messages, replay_bytes: the replay window's bounds.
+        wait_ahead: seconds a resume from a position not delivered here yet may wait.
     """
 
     kind = "hub"
 
     def __init__(self, tick_seconds: float | None = None,
-                 observe_fan_out: Callable[[float], None] | None = None):
+                 observe_fan_out: Callable[[float], None] | None = None,
+                 replay_messages: int = 4095, replay_bytes: int = 4 << 20,
+                 wait_ahead: float = 0.0):
         super().__init__("hub")
+        self._window = ReplayWindow(replay_messages, replay_bytes)
+        self._wait_ahead = wait_ahead
+        self._waiting: list[tuple[float, Resume]] = []  # (deadline, resume): bounded by sessions
         self._sessions: set[ActorRef] = set()
         self._tick_seconds = tick_seconds
         self._ticker: gevent.Greenlet | None = None
@@ -126,23 +159,24 @@ class HubActor(Actor):
 
     def receive(self, message):
         match message:
-            case Deliver(posted, handed_at):
+            case Deliver():
                 if self._delay or self._held:
                     self._hold(message)
                     return
-                self._fan_out(posted)
-                if self._observe is not None:
-                    self._observe(time.monotonic() - handed_at)
+                self._deliver(message)
+            case Resume():
+                self._resume(message)
+            case StartAt():
+                self._window.start(message)
+            case ExpireWaiting():
+                self._serve_waiting(expire=True)
             case ReleaseDelayed():
                 self._release()
             case DelayDelivery(seconds):
                 self._delay = max(0.0, seconds)
                 return self._delay
             case Join(session):
-                if self._draining is not None:
-                    session.stop(self._draining)
-                else:
-                    self._sessions.add(session)
+                self._join(session)
             case Leave(session):
                 self._sessions.discard(session)
             case ListSessions():
@@ -153,7 +187,7 @@ class HubActor(Actor):
                 self._draining = reason
                 self._delay = 0.0
                 for _, held in self._held:  # held by a fault control: owed to everyone
-                    self._fan_out(held.message)
+                    self._deliver(held)
                 self._held.clear()
                 sessions, self._sessions = self._sessions, set()
                 for session in sessions:
@@ -166,6 +200,63 @@ class HubActor(Actor):
                 return len(sessions)
             case _:
                 raise TypeError(f"hub cannot handle {message!r}")
+
+    def _deliver(self, deliver: Deliver) -> None:
+        """To every session now, and into the replay window for those that come back later."""
+        self._fan_out(deliver.message)
+        self._window.add(deliver.message)
+        if self._waiting:
+            self._serve_waiting()
+        if self._observe is not None:
+            self._observe(time.monotonic() - deliver.handed_at)
+
+    def _resume(self, request: Resume) -> None:
+        """Replay, then join: or wait, when the position is ahead of what was delivered here."""
+        window = self._window
+        if request.refused is None and self._wait_ahead and request.since:
+            position = parse(request.since)
+            if position is not None and window.ahead(position):
+                if not self._waiting:
+                    gevent.spawn_later(self._wait_ahead, self._tell_self, ExpireWaiting())
+                self._waiting.append((time.monotonic() + self._wait_ahead, request))
+                return
+        replay = request.refused or window.after(request.since, request.max_messages,
+                                                 request.max_bytes)
+        frames = ([gone_frame(replay, window.position)] if isinstance(replay, str) else
+                  [message.v2 for message in replay] + [seam_frame(window.position, len(replay))])
+        session = request.session
+        try:
+            try:
+                session.tell(Replay(frames))
+            except MailboxFull:  # its outbox took pongs meanwhile: the replay no longer fits
+                session.tell(gone_frame(TOO_LARGE, window.position))
+        except MailboxFull:
+            session.kill(SLOW_CONSUMER)
+            return
+        except ActorStopped:  # the client is gone already
+            return
+        self._join(session)
+
+    def _serve_waiting(self, expire: bool = False) -> None:
+        """Serve the waiting resumes this hub has now delivered far enough for (or given up on)."""
+        now, still = time.monotonic(), []
+        for deadline, request in self._waiting:
+            position = parse(request.since)
+            if position is not None and self._window.ahead(position):
+                if now < deadline:
+                    still.append((deadline, request))
+                    continue
+                request = Resume(request.session, request.since, 0, 0, NOT_A_POSITION)
+            self._resume(request)
+        self._waiting = still
+        if expire and still:
+            gevent.spawn_later(max(0.0, still[0][0] - now), self._tell_self, ExpireWaiting())
+
+    def _join(self, session: ActorRef) -> None:
+        if self._draining is not None:
+            session.stop(self._draining)
+        else:
+            self._sessions.add(session)
 
     def _fan_out(self, frame, count: bool = True) -> None:
         gone = []
@@ -193,9 +284,7 @@ class HubActor(Actor):
         now = time.monotonic()
         while self._held and self._held[0][0] <= now:
             _, deliver = self._held.popleft()
-            self._fan_out(deliver.message)
-            if self._observe is not None:
-                self._observe(time.monotonic() - deliver.handed_at)
+            self._deliver(deliver)
         if self._held:
             gevent.spawn_later(max(0.0, self._held[0][0] - now), self._tell_self, ReleaseDelayed())
 
@@ -224,4 +313,5 @@ class HubActor(Actor):
         return {"sessions": len(self._sessions), "delivered": self.delivered,
                 "slow_consumers": self.slow_consumers,
                 "delay_ms": round(self._delay * 1000), "held": len(self._held),
-                "outbox_max": max(outboxes, default=0), "outbox_total": sum(outboxes)}
+                "outbox_max": max(outboxes, default=0), "outbox_total": sum(outboxes),
+                "replay_window": len(self._window), "resumes_waiting": len(self._waiting)}

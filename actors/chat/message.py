@@ -10,6 +10,7 @@ receiver, the history and the room list reuse those bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -156,7 +157,7 @@ def error_frame(problem: BadFrame | str, id: str | None = None) -> Frame:
     frame = {"error": reason}
     if id is not None:
         frame["id"] = id
-    return Frame(_encode(frame))
+    return Frame(encode_json(frame))
 
 
 def format_created(ns: int) -> str:
@@ -174,21 +175,19 @@ class Message(Frame):
     room's `last_message`.
     """
 
-    __slots__ = ("room", "created", "username", "text", "id", "_summary", "seq", "position",
-                 "previous_seq", "_v2")
+    __slots__ = ("room", "created", "username", "text", "id", "_summary", "at", "position", "_v2")
 
     def __init__(self, room: str, created: str, username: str, text: str, id: str | None,
-                 seq: int = 0, position: str | None = None):
+                 at: tuple[int, int] = (0, 0), position: str | None = None):
         self.room = room
         self.created = created
         self.username = username
         self.text = text
         self.id = id
-        super().__init__(_encode(self.as_dict()))
+        super().__init__(encode_json(self.as_dict()))
         self._summary: bytes | None = None
-        self.seq = seq  # the place in the one order (actors/chat/resume.py)
-        self.position = position
-        self.previous_seq = 0  # the seq of the room's message before this one
+        self.at = at  # its place in the one order, as offsets compare (actors/chat/resume.py)
+        self.position = position  # the same, as a client sees it: "<run>:<offset>"
         self._v2: Frame | None = None
 
     def as_dict(self, with_id: bool = True) -> dict:
@@ -206,7 +205,7 @@ class Message(Frame):
         if self.id is None:
             return self.json
         if self._summary is None:
-            self._summary = _encode(self.as_dict(with_id=False))
+            self._summary = encode_json(self.as_dict(with_id=False))
         return self._summary
 
     @property
@@ -215,11 +214,12 @@ class Message(Frame):
         if self.position is None:
             return self
         if self._v2 is None:
-            self._v2 = Frame(self.json[:-1] + b',"pos":' + _encode(self.position) + b"}")
+            self._v2 = Frame(self.json[:-1] + b',"pos":' + encode_json(self.position) + b"}")
         return self._v2
 
     @classmethod
-    def from_json(cls, raw: bytes, position: str | None = None) -> Message:
+    def from_json(cls, raw: bytes, position: str | None = None,
+                  at: tuple[int, int] = (0, 0)) -> Message:
         """A message another process encoded (the Redis path), keeping its bytes as they came."""
         data = json.loads(raw)
         message = cls.__new__(cls)
@@ -228,22 +228,23 @@ class Message(Frame):
         message.id = data.get("id")
         Frame.__init__(message, bytes(raw))
         message._summary = None
-        message.seq, message.position, message.previous_seq, message._v2 = 0, position, 0, None
+        message.at, message.position, message._v2 = at, position, None
         return message
 
 
-def encode_list(items: list[bytes]) -> bytes:
+def encode_list(items: Iterable[bytes]) -> bytes:
     """`{"result": [...]}` from items that are already JSON, without re-encoding them."""
     return b'{"result":[' + b",".join(items) + b"]}"
 
 
 def encode_result(value: object) -> bytes:
-    return _encode({"result": value})
+    return encode_json({"result": value})
 
 
 def encode_error(text: str) -> bytes:
-    return _encode({"error": text})
+    return encode_json({"error": text})
 
 
-def _encode(value: object) -> bytes:
+def encode_json(value: object) -> bytes:
+    """Compact JSON, UTF-8 as it is (the one JSON encoder of everything the server sends)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,18 +1,19 @@
-"""RegistryActor: the directory of rooms — find a room by name, create it on its first message."""
+"""RegistryActor: the sequencer and the directory of rooms — stamp, order, find, create, budget."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import ClassVar
 
 from actors.chat import resume
+from actors.chat.budget import Held, Shares
 from actors.chat.hub import Deliver
-from actors.chat.message import Draft, Message, encode_list, format_created
-from actors.chat.room import Append, Forget, MessagesAfter, RoomActor
+from actors.chat.message import Draft, Message, format_created
+from actors.chat.room import Append, Drop, RoomActor
 from actors.runtime.actor import Actor, ActorError, ActorRef
 from actors.runtime.supervisor import Supervisor
 
@@ -40,7 +41,11 @@ class Post:
 
 @dataclass(frozen=True, slots=True)
 class ListRooms:
-    """Ask: the `/api/rooms` body, most recently active room first, as JSON bytes."""
+    """Ask: every room's object (JSON bytes), most recently active first.
+
+    The answer is the same tuple until a room changes, so whoever builds the
+    `/api/rooms` body from it can keep that body until then, outside any turn.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,74 +84,76 @@ class Room:
 
 
 class _Entry:
-    __slots__ = ("name", "actor", "json", "sizes", "bytes", "seq")
+    """A room as the registry keeps it: its actor, its room object, who made it, what it holds."""
 
-    def __init__(self, name: str, actor: ActorRef):
+    __slots__ = ("key", "name", "actor", "json", "creator", "held")
+
+    def __init__(self, key: str, name: str, actor: ActorRef, creator: str):
+        self.key = key
         self.name = name
         self.actor = actor
         self.json = b""
-        self.sizes: list[int] = []  # its messages' sizes, oldest first (a list: a deque's block is 0.5 KiB)
-        self.bytes = 0
-        self.seq = 0  # of its last message
+        self.creator = creator
+        self.held: deque[Held] = deque()  # its messages as the budget counts them, oldest first
 
 
 class RegistryActor(Actor):
-    """Owns the name -> room mapping, each room's first spelling and last message.
+    """The sequencer and the directory of rooms: find a room by name, create it, stamp and order.
 
-    Lookup ignores case; a room keeps the spelling of its first message. The
-    registry is also the sequencer: it stamps every message with `created` and
-    hands it to the room (to keep) and to the hub (to deliver) in that order,
-    so stamps are unique and increasing, and every connection receives all
-    messages in one order — each sender's in the order sent, across rooms. At most `max_rooms`
-    rooms live at once; the least recently active one is forgotten first.
+    Lookup ignores case; a room keeps the spelling of its first message. Every
+    message is stamped here with `created` and its position, then handed to
+    its room (to keep) and to the hub (to deliver) in that order, so stamps are
+    unique and increasing and every connection receives all messages in one
+    order — each sender's in the order sent, across rooms. The registry does
+    nothing slow in its turn: it answers nobody's resume (the hub does, see
+    actors/chat/resume.py) and asks no other actor anything.
 
-    The histories together keep to `max_history_bytes` (each message counted
-    by its JSON): the registry mirrors the size of every message each room
-    holds, and past the budget it forgets the least recently active rooms,
-    then the oldest messages of the room just written to (never its newest).
-
-    Being the sequencer, it also numbers messages (their positions, see
-    actors/chat/resume.py) and serves `Resume`: the replay goes into the session's
-    outbox and the `Join` to the hub, between two posts, so the live stream
-    starts right after the last replayed message.
+    Budgets (actors/chat/budget.py): at most `max_rooms` rooms, and the
+    histories together within `max_history_bytes` (each message counted by its
+    JSON), each client address within its share of both; past a bound the
+    address holding the most gives way, its oldest messages or idlest room
+    first. The registry decides what is let go and tells the room (`Drop`); a
+    room whose last message goes is forgotten (a room without messages appears
+    nowhere).
 
     Args:
         hub: the fan-out to every connection.
         max_rooms: how many rooms may exist.
         max_messages_in_room: each room's history length.
         max_history_bytes: bytes of messages all rooms keep together.
+        max_history_bytes_per_address, max_rooms_per_address: one address's shares.
     """
 
     kind = "registry"
 
     def __init__(self, hub: ActorRef, max_rooms: int, max_messages_in_room: int,
-                 max_history_bytes: int = 1 << 62):
+                 max_history_bytes: int = 1 << 62, max_history_bytes_per_address: int = 1 << 62,
+                 max_rooms_per_address: int = 1 << 62):
         super().__init__("registry", mailbox_limit=MAX_WAITING_POSTS)
-        self._max_history_bytes = max_history_bytes
-        self.history_bytes = 0
         self._hub = hub
-        self._max_rooms = max_rooms
         self._max_messages = max_messages_in_room
+        self._shares = Shares(max_history_bytes, max_history_bytes_per_address, max_rooms,
+                              max_rooms_per_address)
         self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
-        self._rooms_body: bytes | None = None
-        self._last_created = 0
+        self._listing: tuple[bytes, ...] | None = None
+        self._clock = 0
         self.run = resume.new_run("m")
         self._seq = 0  # the last message's place in the one order
-        self._forgotten_through = 0  # the newest message of any forgotten room
         self._supervisor = Supervisor("rooms", on_give_up=self._gave_up)
         self.forgotten = 0
         self.forgotten_messages = 0
 
+    def on_start(self) -> None:
+        self._hub.tell(resume.StartAt(self.run, (self._seq, 0)))
+
     def receive(self, message):
         match message:
-            case Post(draft, username):
-                self._post(draft, username)
-            case resume.Resume(session, since, max_replay):
-                self._resume(session, since, max_replay)
+            case Post(draft, username, _, address):
+                self._post(draft, username, address)
             case ListRooms():
-                if self._rooms_body is None:
-                    self._rooms_body = encode_list([e.json for e in reversed(self._rooms.values())])
-                return self._rooms_body
+                if self._listing is None:
+                    self._listing = tuple(e.json for e in reversed(self._rooms.values()))
+                return self._listing
             case ListRoomActors():
                 return [entry.actor for entry in reversed(self._rooms.values())]
             case FindRoom(name):
@@ -158,127 +165,85 @@ class RegistryActor(Actor):
                     self._drop(self._rooms[key])
                     log.warning("event=room_given_up room=%r rooms=%d", room.name, len(self._rooms))
             case ForgetRooms():
-                rooms, self._rooms = self._rooms, OrderedDict()
-                self._rooms_body = None
-                self.history_bytes = 0
+                rooms = list(self._rooms.values())
+                for entry in rooms:
+                    self._forget(entry, None)
                 self.run = resume.new_run("m")  # old positions now read as another run's
-                self._forgotten_through = self._seq
-                for entry in rooms.values():
-                    entry.actor.stop()
+                self._hub.tell(resume.StartAt(self.run, (self._seq, 0)))
                 return len(rooms)
             case _:
                 raise TypeError(f"registry cannot handle {message!r}")
 
-    def _post(self, draft: Draft, username: str) -> None:
+    def _post(self, draft: Draft, username: str, address: str) -> None:
         key = fold(draft.room)
         entry = self._rooms.get(key)
         if entry is not None and not entry.actor.alive:  # given up on, and not forgotten yet
             self._drop(entry)
             entry = None
         if entry is None:
-            entry = self._create(key, draft.room)
+            entry = self._create(key, draft.room, address)
         else:
             self._rooms.move_to_end(key)
+            self._shares.touched(entry.creator, entry)
         self._seq += 1
         posted = Message(entry.name, self._stamp(), username, draft.text, draft.id,
-                         self._seq, f"{self.run}{resume.SEPARATOR}{self._seq}")
-        posted.previous_seq = entry.seq
-        entry.seq = self._seq
+                         (self._seq, 0), f"{self.run}{resume.SEPARATOR}{self._seq}")
         entry.json = room_json(entry.name, posted)
-        self._rooms_body = None
+        self._listing = None
         entry.actor.tell(Append(posted))
         self._hub.tell(Deliver(posted))
-        self._count(entry, len(posted.json))
+        self._hold(entry, posted, address)
 
-    def _count(self, entry: _Entry, size: int) -> None:
-        """Mirror the room's history sizes; keep every room together within the byte budget."""
-        entry.sizes.append(size)
-        entry.bytes += size
-        self.history_bytes += size
-        if len(entry.sizes) > self._max_messages:  # the room dropped its oldest itself
-            self._uncount(entry, 1)
-        while self.history_bytes > self._max_history_bytes:
-            idlest = next(iter(self._rooms.values()))
-            if idlest is not entry:
-                self._forget(idlest, "history_bytes")
+    def _hold(self, entry: _Entry, posted: Message, address: str) -> None:
+        """Count the new message; let go of what the budgets no longer have room for."""
+        held = Held(posted, entry, address, len(posted.json))
+        entry.held.append(held)
+        if len(entry.held) > self._max_messages:  # the room let its oldest go itself
+            self._shares.release(entry.held.popleft())
+        dropped: dict[_Entry, list[Held]] = {}
+        for gone in self._shares.hold(held):
+            dropped.setdefault(gone.room, []).append(gone)
+        for room, gone_ones in dropped.items():
+            self.forgotten_messages += len(gone_ones)
+            for gone in gone_ones:
+                room.held.remove(gone)
+            if not room.held:
+                self._forget(room, "history_bytes")
                 continue
-            count, excess = 0, self.history_bytes - self._max_history_bytes
-            while excess > 0 and count < len(entry.sizes) - 1:
-                excess -= entry.sizes[count]
-                count += 1
-            if not count:
-                break
-            self._uncount(entry, count)
-            entry.actor.tell(Forget(count))
-            self.forgotten_messages += count
-            break
+            room.actor.tell(Drop(tuple(gone.message for gone in gone_ones)))
+            room.json = room_json(room.name, room.held[-1].message)
+            self._listing = None
 
-    def _uncount(self, entry: _Entry, count: int) -> None:
-        for _ in range(count):
-            size = entry.sizes.pop(0)
-            entry.bytes -= size
-            self.history_bytes -= size
-
-    def _forget(self, entry: _Entry, why: str) -> None:
+    def _forget(self, entry: _Entry, why: str | None) -> None:
         """Forget a whole room: it disappears from /api/rooms and its actor stops."""
         self._drop(entry)
         entry.actor.stop()
-        self.forgotten += 1
-        log.info("event=room_forgotten room=%r rooms=%d why=%s", entry.name, len(self._rooms),
-                 why)
+        if why is not None:
+            self.forgotten += 1
+            log.info("event=room_forgotten room=%r rooms=%d why=%s", entry.name,
+                     len(self._rooms), why)
 
     def _drop(self, entry: _Entry) -> None:
-        """The room is gone from the list; its messages leave the byte count and the replay."""
-        del self._rooms[fold(entry.name)]
-        self.history_bytes -= entry.bytes
-        self._forgotten_through = max(self._forgotten_through, entry.seq)
-        self._rooms_body = None
+        """The room is gone from the list, and its messages from the budgets."""
+        del self._rooms[entry.key]
+        self._shares.forgotten(entry.creator, entry)
+        for held in entry.held:
+            self._shares.release(held)
+        entry.held.clear()
+        self._listing = None
 
-    def _create(self, key: str, name: str) -> _Entry:
-        if len(self._rooms) >= self._max_rooms:
-            self._forget(next(iter(self._rooms.values())), "max_rooms")
+    def _create(self, key: str, name: str, creator: str) -> _Entry:
+        idlest = self._shares.room_to_forget(creator)
+        if idlest is not None:
+            self._forget(idlest, "max_rooms")
         room = RoomActor(name, self._max_messages).start(self._supervisor)
-        entry = self._rooms[key] = _Entry(name, room)
+        entry = self._rooms[key] = _Entry(key, name, room, creator)
+        self._shares.created(creator, entry)
         return entry
 
-    def _resume(self, session: ActorRef, since: str, max_replay: int) -> None:
-        """Replay what came after `since` into the session's outbox, then join it to the hub."""
-        replay, gone = self._replay(since, max_replay) if since else ([], None)
-        resume.answer(session, self._hub, replay, gone, f"{self.run}{resume.SEPARATOR}{self._seq}")
-
-    def _replay(self, since: str, max_replay: int) -> tuple[list[Message], str | None]:
-        """Every message after `since` in order, or why they cannot all be given."""
-        position = resume.parse(since)
-        if position is None or not position.offset.isdigit():
-            return [], resume.NOT_A_POSITION
-        if position.run != self.run:
-            return [], resume.OTHER_RUN
-        seq = int(position.offset)
-        if seq > self._seq:
-            return [], resume.NOT_A_POSITION
-        if seq < self._forgotten_through:
-            return [], resume.TOO_OLD
-        if self._seq - seq > max_replay:  # every message after it is one to replay
-            return [], resume.TOO_MANY
-        replay: list[Message] = []
-        for entry in self._rooms.values():
-            if entry.seq <= seq:
-                continue
-            try:  # the room has had every Append we sent it: its answer is up to date
-                newer, complete = entry.actor.ask(MessagesAfter(seq))
-            except ActorError:
-                return [], resume.UNAVAILABLE
-            if not complete:
-                return [], resume.TOO_OLD
-            replay.extend(newer)
-            if len(replay) > max_replay:
-                return [], resume.TOO_MANY
-        replay.sort(key=lambda m: m.seq)
-        return replay, None
-
     def _stamp(self) -> str:
-        self._last_created = max(time.time_ns(), self._last_created + 1)
-        return format_created(self._last_created)
+        self._clock = max(time.time_ns(), self._clock + 1)
+        return format_created(self._clock)
 
     def _gave_up(self, room: ActorRef) -> None:
         try:
@@ -292,7 +257,7 @@ class RegistryActor(Actor):
 
     def describe(self) -> dict:
         return {"rooms": len(self._rooms), "forgotten": self.forgotten,
-                "history_bytes": self.history_bytes,
+                "history_bytes": self._shares.bytes.total,
                 "forgotten_messages": self.forgotten_messages}
 
 

@@ -6,7 +6,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from actors.chat.message import Message, encode_list
-from actors.chat.resume import messages_after
 from actors.runtime.actor import Actor
 
 
@@ -18,22 +17,15 @@ class Append:
 
 
 @dataclass(frozen=True, slots=True)
-class Forget:
-    """Drop the `count` oldest messages (tell): the registry keeps all rooms to a byte budget."""
+class Drop:
+    """Let these messages go (tell): the registry keeps the rooms within their byte budgets."""
 
-    count: int
+    messages: tuple[Message, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class GetHistory:
     """Ask: the `/history` body, oldest message first, as JSON bytes."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessagesAfter:
-    """Ask: (the messages after `seq`, oldest first; whether the room still holds all of them)."""
-
-    seq: int
 
 
 class RoomActor(Actor):
@@ -49,7 +41,7 @@ class RoomActor(Actor):
         max_messages: how many messages the room keeps.
     """
 
-    __slots__ = ("room", "_history", "_history_body", "_appended")
+    __slots__ = ("room", "_history", "_history_body")
 
     kind = "room"
     hibernate = True  # one message now and then: no mailbox kept between them
@@ -59,24 +51,21 @@ class RoomActor(Actor):
         self.room = name
         self._history: deque[Message] = deque(maxlen=max_messages)
         self._history_body: bytes | None = None  # cached until the next message
-        self._appended = 0  # more than len(history): the room has let messages go
 
     def receive(self, message):
         match message:
             case Append(posted):
                 self._history.append(posted)
                 self._history_body = None
-                self._appended += 1
-            case Forget(count):
-                for _ in range(min(count, len(self._history))):
-                    self._history.popleft()
+            case Drop(messages):
+                for gone in messages:  # most often the oldest: found at once
+                    if gone in self._history:
+                        self._history.remove(gone)
                 self._history_body = None
             case GetHistory():
                 if self._history_body is None:
                     self._history_body = encode_list([m.json for m in self._history])
                 return self._history_body
-            case MessagesAfter(seq):
-                return messages_after(self._history, seq, self._appended > len(self._history))
             case _:
                 raise TypeError(f"room cannot handle {message!r}")
 

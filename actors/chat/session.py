@@ -1,7 +1,7 @@
 """SessionActor: one connection's outbox, written to the socket whenever it has frames.
 
-The actor's mailbox IS the outbox: the hub (every message), the connection's
-reader (pongs, error frames) and the sequencer (a resume's replay) drop
+The actor's mailbox IS the outbox: the hub (every message, and a resume's
+replay as one `Replay`) and the connection's reader (pongs, error frames) drop
 encoded frames into it and return at once, and only the worker running this
 actor waits on the socket (the dispatcher hands the other actors to another
 worker meanwhile), so a slow reader delays nobody but itself. The mailbox is
@@ -27,6 +27,7 @@ from typing import Protocol
 from gevent.event import AsyncResult
 
 from actors.chat.message import Frame
+from actors.chat.resume import Replay
 from actors.runtime.actor import Actor
 from actors.runtime.supervisor import Supervisor
 
@@ -127,7 +128,9 @@ class SessionActor(Actor):
 
     def weigh(self, message) -> int:
         """A frame weighs its JSON (what it costs us while it waits); a tick weighs nothing."""
-        return len(message.json) if isinstance(message, Frame) else 0
+        if isinstance(message, Frame):
+            return len(message.json)
+        return message.weight if type(message) is Replay else 0
 
     def receive(self, message) -> None:
         if type(message) is KeepAlive:
@@ -136,15 +139,19 @@ class SessionActor(Actor):
         if type(message) is GoSilent:
             self._transport.go_silent()
             return
-        frames, tick = [message], False
-        for queued in self._pending():
-            if type(queued) is KeepAlive:
+        frames: list[Frame] = []
+        tick = False
+        for queued in (message, *self._pending()):
+            kind = type(queued)
+            if kind is KeepAlive:
                 tick = True
+            elif kind is Replay:
+                frames.extend(queued.frames)
             else:
                 frames.append(queued)
         if self._positions:
             frames = [frame.v2 for frame in frames]
-        if not self._broken:
+        if frames and not self._broken:
             try:
                 self._transport.send(frames)
             except Exception as error:  # the peer is gone; the reader side will notice too

@@ -5,19 +5,16 @@ They answer the same messages as `registry.RegistryActor` and `room.RoomActor`
 websocket and HTTP layers cannot tell the difference. What changes is where
 the state lives: in Redis (`store.RedisStore`), not in the actors, and who
 hands messages to the hub: not the registry but the listener, for every
-process alike, when it reads them from the Redis stream (the listener also
-serves `Resume`, being the one that orders delivery).
+process alike, when it reads them from the Redis stream.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 
 from actors.chat.message import error_frame
 from actors.chat.registry import MAX_WAITING_POSTS, FindRoom, ListRoomActors, ListRooms, Post, Room, fold
-from actors.chat.resume import Resume
 from actors.chat.room import GetHistory
 from actors.runtime.actor import Actor, ActorError, ActorRef, ActorStopped, MailboxFull
 from actors.runtime.supervisor import Supervisor
@@ -75,15 +72,13 @@ class SharedRegistryActor(Actor):
     Args:
         store: the shared rooms.
         max_rooms: room actors kept at once.
-        resumes: where a `Resume` goes (the listener's `resume`).
     """
 
     kind = "registry"
 
-    def __init__(self, store: RedisStore, max_rooms: int, resumes: Callable[[Resume], None]):
+    def __init__(self, store: RedisStore, max_rooms: int):
         super().__init__("registry", mailbox_limit=MAX_WAITING_POSTS)
         self._store = store
-        self._resumes = resumes
         self._max_rooms = max_rooms
         self._rooms: OrderedDict[str, ActorRef] = OrderedDict()  # least recently used first
         self._supervisor = Supervisor("rooms")
@@ -94,8 +89,6 @@ class SharedRegistryActor(Actor):
         match message:
             case Post():
                 self._publish([message, *self._pending()])
-            case Resume():
-                self._resumes(message)
             case ListRooms():
                 return self._store.rooms()
             case ListRoomActors():

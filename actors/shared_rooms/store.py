@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,6 @@ STREAM_MESSAGES = 10_000  # the stream keeps about this many: how far back a cli
 READ_BLOCK_MS = 200  # a read waits this long for new messages; resumes are served in between
 READ_BATCH = 1000  # messages taken per read
 READER_NAME = "nane-stream-reader"  # CLIENT LIST shows the reader's connection as this-<pid>
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 POST_SCRIPT = (Path(__file__).with_name("store_post.lua")).read_text()
 ROOMS_SCRIPT = (Path(__file__).with_name("store_rooms.lua")).read_text()
 
@@ -169,24 +167,19 @@ class RedisStore:
         return [(id.decode(), fields[b"m"], int(fields.get(b"n", 0)))
                 for id, fields in answer[0][1]]
 
-    def replay(self, since: str, upto: str, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
-        """The messages after `since` up to `upto` (at most `limit` + 1), and whether all are kept.
-
-        The stream is trimmed from its oldest end, so everything after `since`
-        is kept when `since` itself still is, or when nothing was ever trimmed.
-        """
-        with self._reader.pipeline(transaction=False) as pipe:
-            pipe.xrange(self.stream, "(" + since, upto, count=limit + 1)
-            pipe.xrange(self.stream, since, since)
-            pipe.xlen(self.stream)
-            pipe.exists(self.stream)
-            newer, itself, length, exists = pipe.execute()
-        trimmed = False
-        if exists:
-            added = self._reader.xinfo_stream(self.stream)["entries-added"]
-            trimmed = added > length
-        complete = bool(itself) or not trimmed
-        return [(id.decode(), fields[b"m"]) for id, fields in newer], complete
+    def recent(self, upto: str, count: int) -> tuple[list[tuple[str, bytes]], bool]:
+        """The stream's last `count` messages up to id `upto`, oldest first, and whether
+        they are all the stream ever had (nothing before them was trimmed)."""
+        newest: Any = self._reader.xrevrange(self.stream, upto, "-", count=count)
+        entries = [(id.decode(), fields[b"m"]) for id, fields in reversed(newest)]
+        complete = False
+        if len(entries) < count:
+            try:
+                info = self._reader.xinfo_stream(self.stream)
+                complete = info["entries-added"] == info["length"]
+            except redis.ResponseError:  # no such key: nothing was ever posted
+                complete = True
+        return entries, complete
 
     # -- the link, driven by the subscriber -----------------------------------
 

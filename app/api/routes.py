@@ -12,7 +12,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from actors.chat.message import encode_error, encode_result
+from actors.chat.message import encode_error, encode_list, encode_result
 from actors.chat.registry import FindRoom, ListRooms
 from actors.chat.room import GetHistory
 from actors.runtime.actor import ActorError
@@ -58,7 +58,16 @@ _openapi_body: bytes | None = None
 
 @bp.route("/rooms", methods=READ_METHODS)
 def rooms():
-    return json_response(_registry().ask(ListRooms()))
+    """The registry answers its rooms' objects; the body is joined here, outside its turn,
+    and kept until the registry answers another listing (one join per change, not per call)."""
+    global _rooms_body
+    listing = _registry().ask(ListRooms())
+    if _rooms_body[0] is not listing:
+        _rooms_body = (listing, encode_list(listing))
+    return json_response(_rooms_body[1])
+
+
+_rooms_body: tuple[object, bytes] = ((), b'{"result":[]}')
 
 
 @bp.route("/rooms/<path:name>", methods=READ_METHODS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 class FloodGuard:
     """Admits at most `per_second` frames a second (bursts of `burst`), and spots a flood.
@@ -45,6 +47,12 @@ class FloodGuard:
             self._last_drop_second = second
         return False
 
+    def full(self, now: float) -> bool:
+        """Would the bucket be full at `now`? (Then forgetting it changes nothing.)"""
+        if self._updated is None:
+            return True
+        return self._tokens + (now - self._updated) * self.per_second >= self.burst
+
     @property
     def flooding(self) -> bool:
         """Frames were dropped in more than `max_flood_seconds` seconds in a row."""
@@ -52,24 +60,29 @@ class FloodGuard:
 
 
 class AddressLimits:
-    """Per client address: how many connections it holds, and one message budget for them all.
+    """Per client address: how many connections it holds, one message budget and one resume budget.
 
     The per-connection rate limit alone lets one person open forty connections
     and send forty times the rate. An address's connections share one
     `FloodGuard` (it is only ever asked to admit, never to close: a shared
     budget running dry drops messages, it does not cut anyone off), forgotten
-    with the address's last connection.
+    with the address's last connection. The resume budget (`?v=2&since=`
+    replays) outlives the connections, since a client that resumes in a loop
+    closes each one; it is forgotten once it has filled up again.
 
     Args:
         max_connections: connections one address may hold at once.
         per_second: messages per second all of an address's connections may send together.
+        resumes_per_second: replays an address may ask for per second.
     """
 
-    def __init__(self, max_connections: int, per_second: int):
+    def __init__(self, max_connections: int, per_second: int, resumes_per_second: int = 1 << 30):
         self.max_connections = max_connections
         self.per_second = per_second
+        self.resumes_per_second = resumes_per_second
         self._open: dict[str, int] = {}
         self._budgets: dict[str, FloodGuard] = {}
+        self._resumes: dict[str, FloodGuard] = {}
 
     def acquire(self, address: str) -> bool:
         """Take a connection for `address`; False when it already holds its share."""
@@ -86,6 +99,17 @@ class AddressLimits:
         else:
             self._open.pop(address, None)
             self._budgets.pop(address, None)
+
+    def resumes(self, address: str) -> FloodGuard:
+        """The resume budget of `address`."""
+        guard = self._resumes.get(address)
+        if guard is None:
+            if len(self._resumes) >= 2 * len(self._open) + 1024:  # forget the full ones
+                now = time.monotonic()
+                self._resumes = {a: g for a, g in self._resumes.items() if not g.full(now)}
+            guard = self._resumes[address] = FloodGuard(self.resumes_per_second,
+                                                        max_flood_seconds=0)
+        return guard
 
     def budget(self, address: str) -> FloodGuard:
         """The message budget `address`'s connections share."""

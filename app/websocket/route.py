@@ -30,7 +30,7 @@ from gevent.event import AsyncResult
 from actors.chat.hub import Join, Leave
 from actors.chat.message import PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame, parse_frame
 from actors.chat.registry import Post
-from actors.chat.resume import Resume
+from actors.chat.resume import RATE_LIMITED, Resume
 from actors.chat.session import SUPERVISOR as SESSIONS
 from actors.chat.session import Disconnect, SessionActor
 from actors.runtime.actor import ActorStopped, MailboxFull
@@ -223,10 +223,14 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
     since = since_from_query(query) if extensions else None
     if since is None:
         chat.hub.tell(Join(session))
-    else:  # the sequencer replays, then joins the session to the hub (actors/chat/resume.py)
+    else:  # the hub replays, then joins the session (actors/chat/resume.py)
+        refused = None
+        if since and not connections.addresses.resumes(remote).admit(time.monotonic()):
+            refused = RATE_LIMITED
         try:
-            chat.registry.tell(Resume(session, since, config.max_outbox_messages - 1))
-        except (MailboxFull, ActorStopped):
+            chat.hub.tell(Resume(session, since, config.max_outbox_messages - 1,
+                                 config.max_outbox_bytes, refused))
+        except ActorStopped:
             session.stop(TRY_LATER)
     metrics.connections.inc()
     log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
