@@ -29,12 +29,15 @@ class Chat:
     listener: Listener | None = None  # only when rooms are shared through Redis
     store: RedisStore | None = None
 
-    def stop(self) -> None:
+    def stop(self, seconds: float = 2.0) -> None:
+        """Stop the bot, then the sequencer once its backlog is handed on, then the hub."""
         if self.listener is not None:
             self.listener.stop()
         for actor in (self.kozma, self.registry, self.hub):
             if actor is not None:
                 actor.stop()
+                if actor is not self.hub:
+                    actor.join(timeout=seconds)
         if self.store is not None:
             self.store.close()
 

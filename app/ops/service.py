@@ -4,8 +4,9 @@
 once a stop has begun. `stop_gracefully` is the one shutdown sequence every
 run mode uses (`python -m app` and both gunicorn workers, see gunicorn.conf.py):
 
-1. refuse new websockets and stop accepting connections;
-2. every session writes what is already in its outbox, then closes with 1001;
+1. refuse new websockets and new messages, and stop accepting connections;
+2. let the sequencer hand every message it accepted to the hub, then every
+   session writes what is already in its outbox and closes with 1001;
 3. a session still writing when half the grace period is gone is cut off
    (its 1001 close frame is still tried, for at most a second);
 4. wait for the connections to end, and leave a second for the server to exit.
@@ -112,7 +113,8 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
     except Exception:
         log.exception("event=stop_accepting_failed")
     sessions = []
-    try:
+    try:  # every post accepted so far is stamped and handed to the hub before the drain
+        chat.registry.ask(Probe(), timeout=max(drain_until - time.monotonic(), 0.1))
         sessions = chat.hub.ask(DrainAll(GOING_AWAY), timeout=max(drain_until - time.monotonic(), 0.1))
     except ActorError as error:
         log.warning("event=drain_failed error=%r", error)

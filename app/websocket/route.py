@@ -252,7 +252,8 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
                     raise rate_limited(raw, limits, shared.per_second, extensions,
                                        "too many messages from your address")
                 reply = handle_frame(raw, username, limits, chat,
-                                     reply_to=session if extensions else None, address=remote)
+                                     reply_to=session if extensions else None, address=remote,
+                                     stopping=connections.stopping)
             except BadFrame as bad:
                 dropped.labels(bad.kind).inc()
                 if bad.kind != "rate_limited":  # a flood would write a line per frame
@@ -286,11 +287,13 @@ def rate_limited(raw, limits: Limits, per_second: int, extensions: bool,
 
 
 def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
-                 reply_to=None, address: str = "") -> Frame | None:
+                 reply_to=None, address: str = "", stopping: bool = False) -> Frame | None:
     """One client frame in; the frame to answer with (a pong), if any.
 
     `reply_to` is the session of a client that opted in to error frames: it
     hears about a message that could not be delivered after it was accepted.
+    Once the server is `stopping` no message is accepted (the last accepted
+    ones are delivered before every session closes: app/ops/service.py).
 
     Raises:
         BadFrame: the message is dropped, for the reason it carries.
@@ -300,6 +303,8 @@ def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
     parsed = parse_frame(raw, limits)
     if isinstance(parsed, Ping):
         return PONG
+    if stopping:
+        raise BadFrame("server shutting down, message not accepted", parsed.id, "busy")
     try:
         chat.registry.tell(Post(parsed, username, reply_to, address), wait=POST_WAIT_SECONDS)
     except (MailboxFull, ActorStopped):
