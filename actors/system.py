@@ -26,13 +26,14 @@ class Chat:
     registry: ActorRef
     hub: ActorRef
     kozma: ActorRef | None
+    directory: ActorRef  # answers ListRooms, FindRoom, ListRoomActors: the registry in memory
     listener: Listener | None = None  # only when rooms are shared through Redis
     store: RedisStore | None = None
 
     def stop(self) -> None:
         if self.listener is not None:
             self.listener.stop()
-        for actor in (self.kozma, self.registry, self.hub):
+        for actor in (self.kozma, self.registry, self.directory, self.hub):
             if actor is not None:
                 actor.stop()
         if self.store is not None:
@@ -65,19 +66,25 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     listener = store = None
     if redis_url:
         from actors.shared_rooms.listener import Listener
-        from actors.shared_rooms.shared import SharedRegistryActor
+        from actors.shared_rooms.shared import SharedDirectoryActor, SharedRegistryActor
         from actors.shared_rooms.store import STREAM_MESSAGES, RedisStore
 
         store = RedisStore(redis_url, max_messages_in_room, max_rooms,
-                           stream_messages=redis_stream_messages or STREAM_MESSAGES)
+                           stream_messages=redis_stream_messages or STREAM_MESSAGES,
+                           max_history_bytes=max_history_bytes,
+                           max_history_bytes_per_address=max_history_bytes_per_address,
+                           max_rooms_per_address=max_rooms_per_address)
         listener = Listener(store, hub)
-        registry = SharedRegistryActor(store, max_rooms, listener.resume).start(supervisor)
+        registry = SharedRegistryActor(store, listener.resume).start(supervisor)
+        directory = SharedDirectoryActor(store, max_rooms).start(supervisor)
         listener.start()
         listener.wait_subscribed(FIRST_SUBSCRIBE_TIMEOUT)
     else:
         registry = RegistryActor(hub, max_rooms, max_messages_in_room,
                                  max_history_bytes).start(supervisor)
+        directory = registry
     bot = None
     if kozma:
         bot = KozmaActor(registry, kozma_first_delay, kozma_max_pause).start(supervisor)
-    return Chat(registry=registry, hub=hub, kozma=bot, listener=listener, store=store)
+    return Chat(registry=registry, hub=hub, kozma=bot, directory=directory, listener=listener,
+                store=store)

@@ -9,8 +9,8 @@ import time
 import redis
 
 from actors.chat import resume
-from actors.chat.message import Draft
-from actors.shared_rooms.store import READER_NAME, RedisStore
+from actors.chat.message import Clock, Message, format_created
+from actors.shared_rooms.store import READER_NAME, NewMessage, RedisStore
 from tests.conftest import RECEIVE_TIMEOUT, receive, send
 from tests.test_redis import shared, wait_until_serving  # noqa: F401  (a fixture)
 from tests.test_resume_server import FAST, assert_same_as_history, read_messages, resume_after_cut
@@ -79,8 +79,15 @@ def test_a_position_older_than_the_stream_keeps_is_gone(redis_server):  # noqa: 
     store.open_reader()
     store.connected()
     posted = []
+    clock = Clock()
+
+    def new(text: str) -> NewMessage:
+        created = clock.stamp()
+        return NewMessage("r", Message("r", format_created(created), "poster", text, None),
+                          created, "127.0.0.1", own_spelling=True)
+
     for i in range(0, 400, 50):
-        store.post([("r", Draft("r", f"m{j}"), "poster") for j in range(i, i + 50)])
+        store.post([new(f"m{j}") for j in range(i, i + 50)])
         posted.append(store.last_id())
     newest = store.last_id()
     entries, complete = store.replay(posted[0], newest, 1000)

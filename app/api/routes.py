@@ -58,21 +58,21 @@ _openapi_body: bytes | None = None
 
 @bp.route("/rooms", methods=READ_METHODS)
 def rooms():
-    return json_response(_registry().ask(ListRooms()))
+    return json_response(_directory().ask(ListRooms()))
 
 
 @bp.route("/rooms/<path:name>", methods=READ_METHODS)
 def room(name: str):
     if name.endswith("/history"):
         return history(name.removesuffix("/history"))
-    found = _registry().ask(FindRoom(name))
+    found = _directory().ask(FindRoom(name))
     if found is None:
         return error_response(f"room {name} not found", 404)
     return json_response(b'{"result":' + found.json + b"}")
 
 
 def history(name: str) -> Response:
-    found = _registry().ask(FindRoom(name))
+    found = _directory().ask(FindRoom(name))
     if found is not None:
         try:
             return json_response(found.actor.ask(GetHistory()))
@@ -81,8 +81,9 @@ def history(name: str) -> Response:
     return error_response(f"room {name} not found", 404)
 
 
-def _registry():
-    return current_app.extensions["nane"].registry
+def _directory():
+    """Who answers questions about rooms (the registry in memory; on Redis, off its turn)."""
+    return current_app.extensions["nane"].directory
 
 
 def add_cors(response: Response) -> Response:
@@ -109,7 +110,7 @@ def api_error(error):
 
 
 def storage_unavailable(error):
-    """Rooms shared through Redis cannot be read while this process cannot reach Redis."""
+    """Rooms shared through Redis cannot be read now: Redis is unreachable, or refused the command."""
     response = error_response(error.reason, 503)
     response.headers["Retry-After"] = "1"
     return response
