@@ -11,7 +11,7 @@ import greenlet
 import pytest
 
 from actors.chat.hub import HubActor, Join
-from actors.chat.message import Draft, Frame
+from actors.chat.message import Clock, Draft, Frame
 from actors.chat.registry import FindRoom, ListRooms, Post, RegistryActor
 from actors.chat.room import GetHistory, RoomActor
 from actors.chat.session import SLOW_CONSUMER, SessionActor, SessionEnded
@@ -372,6 +372,17 @@ def wait_for(predicate, timeout=TIMEOUT):
     with gevent.Timeout(timeout):
         while not predicate():
             gevent.sleep(0.001)
+
+
+def test_the_clock_never_repeats_or_goes_back_and_moves_past_a_later_stamp():
+    clock = Clock()
+    stamps = [clock.stamp() for _ in range(1000)]  # faster than the wall clock ticks
+    assert stamps == sorted(stamps) and len(set(stamps)) == 1000
+    later = stamps[-1] + 10**12  # another process, 1000 s ahead
+    clock.seen(later)
+    assert clock.stamp() == later + 1
+    clock.seen(0)  # an older stamp changes nothing
+    assert clock.stamp() == later + 2
 
 
 def test_room_keeps_first_spelling_history_and_fans_out():

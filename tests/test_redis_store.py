@@ -13,6 +13,7 @@ import time
 
 import redis
 
+from actors.chat.message import format_created
 from tests.conftest import RECEIVE_TIMEOUT, receive, send
 from tests.ops_helpers import figure
 from tests.test_redis import CREATED, raw, shared  # noqa: F401  (a fixture)
@@ -75,7 +76,22 @@ def test_created_is_unique_and_increasing_across_three_processes_posting_at_once
     for name, _ in posters:  # each sender's messages in the order sent
         assert [m["text"] for m in seen if m["sender"]["username"] == name] == [
             f"{name}:{n}" for n in range(per_poster)]
-    figure("redis_created_three_processes", messages=total, unique=len(set(created)))
+    refused = sum(actor.get("refused", 0) for server in servers
+                  for actor in json.loads(raw(server, "/api/actors"))["result"]["actors"]
+                  if actor["kind"] == "registry")  # batches Redis sent back to be stamped again
+    figure("redis_created_three_processes", messages=total, unique=len(set(created)),
+           batches_sent_back=refused)
+
+
+def test_a_process_whose_clock_is_behind_stamps_past_the_data_sets_last(shared, redis_server):  # noqa: F811
+    server = shared()
+    ws = server.connect("me")
+    post_and_wait(ws, "r", "now", "1")
+    ahead = time.time_ns() + 1000 * 10**9  # as if a process 1000 s ahead had stored one
+    redis.Redis.from_url(redis_server.url).set("nane:last", f"{ahead:020d}")
+    assert post_and_wait(ws, "r", "after", "2")["created"] == format_created(ahead + 1)
+    assert post_and_wait(ws, "r", "again", "3")["created"] == format_created(ahead + 2)
+    assert [m["text"] for m in history(server, "r")] == ["now", "after", "again"]
 
 
 def test_a_room_keeps_its_first_spelling_whichever_process_knew_it(shared):  # noqa: F811
