@@ -151,6 +151,11 @@ def test_an_error_reply_from_redis_fails_that_request_only(shared, redis_server)
     assert "WRONGTYPE" in frame["error"]
     status, _, body = server.request("/api/rooms/broken")  # Redis refuses the HMGET
     assert status == 503 and "refused" in json.loads(body)["error"], body
+    admin.set("nane:holders", "not a sorted set")  # a key every message writes
+    send(poster, room="fine", text="refused too", id="bad2")
+    frame = receive(poster)
+    assert frame["id"] == "bad2" and "WRONGTYPE" in frame["error"], frame
+    admin.delete("nane:holders")
     admin.script_flush()
     assert post_and_wait(poster, "fine", "after both", "ok")["text"] == "after both"
     assert room_names(server) == ["fine"]

@@ -52,6 +52,7 @@ log = logging.getLogger("nane.registry")
 NOT_DELIVERED = "message not delivered: chat storage (Redis) unreachable, send it again later"
 SPELLINGS = 10_000  # rooms whose first spelling the registry remembers (the least recently used go)
 MAX_REFUSALS = 100  # times Redis may send one batch back to be fixed before its rest fails
+POSTS_PER_CALL = 256  # posts in one script call: Redis runs nothing else meanwhile
 LIST_FRESH_SECONDS = 1.0  # a room list this old is served again instead of read again
 DIRECTORY_MAILBOX = 1000  # questions waiting for the directory; more are answered "busy"
 
@@ -138,7 +139,7 @@ class SharedRegistryActor(Actor):
         refusals = 0
         while waiting:
             try:
-                stored = self._store.post([new for _, new in waiting])
+                stored = self._store.post([new for _, new in waiting[:POSTS_PER_CALL]])
             except StoreError as error:
                 self._fail(waiting, error)
                 return
@@ -148,7 +149,7 @@ class SharedRegistryActor(Actor):
             self.published += stored.count
             waiting = waiting[stored.count:]
             if not stored.refused:
-                return
+                continue
             self.refused += 1
             refusals += 1
             first = waiting[0][1]
@@ -157,7 +158,6 @@ class SharedRegistryActor(Actor):
             elif stored.refused == "new":
                 self._spellings.pop(first.folded, None)
             elif stored.refused == "error":
-                log.error("event=post_failed room=%r error=%r", first.message.room, stored.detail)
                 self._fail(waiting[:1], StoreRefused(stored.detail))
                 waiting = waiting[1:]
             if refusals >= MAX_REFUSALS:

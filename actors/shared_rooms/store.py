@@ -23,7 +23,8 @@ What Redis holds, under the key prefix (`nane:`):
     owners                 hash   n -> id bytes, address and room of every message kept
     stream                 stream every accepted message (field `m`; `n` its number), in the
                                   order it was stored; the last `stream_messages`, and no more
-                                  than `max_history_bytes` of them (`streamed` counts them)
+                                  than `max_history_bytes` of them (`streamed` counts them;
+                                  trimmed once a little over, see store_post.lua)
     run                    string names this data set: a Redis that restarted empty gets a
                                   new one, so positions from before are recognised as gone
 
@@ -160,7 +161,7 @@ class Link:
 
 
 class RedisStore:
-    """The shared rooms: post, list, find, history — each one Redis round trip.
+    """The shared rooms: post, list, find, history — each one Redis round trip (a list: one a page).
 
     Args:
         url: `redis://` / `rediss://` / `unix://` URL.

@@ -15,6 +15,7 @@
 --   new       its room does not exist (any more), and the spelling given was a cached one:
 --             re-encode with the message's own spelling
 --   error     Redis refused a command on its keys (`detail`); it was not stored
+-- A key shared by every message of the wrong type refuses the whole call (an error reply).
 --
 -- Budgets, the same policy as the in-memory registry (actors/chat/registry.py):
 --   rooms  a room's creator is the address of its first message. A new room whose creator
@@ -57,6 +58,7 @@ local max_rooms_per_address = tonumber(ARGV[4])
 local max_bytes, max_bytes_per_address = tonumber(ARGV[5]), tonumber(ARGV[6])
 local stream_messages, stream_bytes = tonumber(ARGV[7]), tonumber(ARGV[8])
 local FIELDS, FIRST = 7, 8
+local STREAM_SLACK = 100  -- messages the stream may hold over stream_messages before a trim
 
 local function later(a, b)
   -- a > b for two 20-digit stamps; Lua numbers are doubles, exact only to 2^53, so
@@ -129,8 +131,12 @@ local function oldest_of(address)
 end
 
 local function trim_stream()
-  -- the stream keeps at most stream_messages messages and stream_bytes bytes, the newest
+  -- the stream keeps the newest stream_messages messages and stream_bytes bytes; it is
+  -- trimmed once it holds a slack more, in one go, so most messages trim nothing
   local length, size = redis.call('XLEN', stream), tonumber(redis.call('GET', streamed) or '0')
+  if length <= stream_messages + STREAM_SLACK and size <= stream_bytes + stream_bytes / 64 then
+    return
+  end
   local keep_from, after, count = nil, '-', 1
   while (length > stream_messages or size > stream_bytes) and length > 1 do
     local entries = redis.call('XRANGE', stream, after, '+', 'COUNT', count)
@@ -156,12 +162,16 @@ local function trim_stream()
   end
 end
 
+local function check_shared()
+  -- read every key any message writes, before writing any: a key of the wrong type
+  -- (planted under the prefix) refuses the batch here, with nothing of it stored
+  redis.call('ZCARD', rooms); redis.call('GET', activity); redis.call('ZCARD', creators)
+  redis.call('ZCARD', holders); redis.call('GET', total); redis.call('HLEN', owners)
+  redis.call('XLEN', stream); redis.call('GET', streamed); redis.call('GET', last_key)
+end
+
 local function check(folded, address)
-  -- read every key the message will write, before writing any: a key of the wrong type
-  -- (planted under the prefix) refuses the message here, with nothing of it stored
-  redis.call('ZCARD', rooms); redis.call('GET', activity); redis.call('ZSCORE', creators, address)
-  redis.call('ZSCORE', holders, address); redis.call('GET', total); redis.call('HLEN', owners)
-  redis.call('XLEN', stream); redis.call('GET', streamed)
+  -- the same for the keys of this message's room and address
   redis.call('ZCARD', prefix .. 'messages:' .. folded)
   redis.call('ZCARD', prefix .. 'rooms_of:' .. address)
   redis.call('ZCARD', prefix .. 'messages_of:' .. address)
@@ -217,6 +227,10 @@ local function store(folded, name, created, address, message, id_bytes, creator)
   trim_stream()
 end
 
+local checked, why = pcall(check_shared)
+if not checked then  -- the whole data set is unusable: refuse the whole call
+  return redis.error_reply(type(why) == 'table' and why.err or tostring(why))
+end
 local last = redis.call('GET', last_key) or ''
 for i = 1, (#ARGV - FIRST) / FIELDS do
   local at = FIRST + (i - 1) * FIELDS
