@@ -260,6 +260,19 @@ def test_a_room_whose_newest_message_is_forgotten_shows_the_one_before(shared): 
     assert [m["text"] for m in history(server, "shared")] == ["yours, kept"]
 
 
+def test_budgets_go_on_over_a_data_set_whose_bookkeeping_was_lost(shared, redis_server):  # noqa: F811
+    server = shared(max_messages_in_room=3, max_history_bytes_per_address=1000,
+                    max_messages_per_second=FAST)
+    ws = server.connect("me")
+    for n in range(4):
+        post_and_wait(ws, "r", f"{n} " + "w" * 150, f"a{n}")
+    redis.Redis.from_url(redis_server.url).delete("nane:owners")  # as if left half-written
+    for n in range(4, 12):  # both budgets must forget messages they know nothing of
+        post_and_wait(ws, "r" if n % 2 else "s", f"{n} " + "w" * 150, f"a{n}")
+    assert len(history(server, "r")) <= 3
+    assert "event=redis_down" not in server.log()
+
+
 # -- the room list is served off the sequencer's turn -----------------------------
 
 

@@ -59,6 +59,7 @@ local max_bytes, max_bytes_per_address = tonumber(ARGV[5]), tonumber(ARGV[6])
 local stream_messages, stream_bytes = tonumber(ARGV[7]), tonumber(ARGV[8])
 local FIELDS, FIRST = 7, 8
 local STREAM_SLACK = 100  -- messages the stream may hold over stream_messages before a trim
+local MAX_ROUNDS = 100000  -- messages one budget may forget for one message posted
 
 local function later(a, b)
   -- a > b for two 20-digit stamps; Lua numbers are doubles, exact only to 2^53, so
@@ -108,12 +109,17 @@ local function forget_room(folded)
   end
 end
 
-local function forget_message(n)
-  local _, address, folded = owner(n)
-  if not folded then  -- not ours to count (a data set from an older version): drop the number
+local function forget_message(n, address, folded)
+  -- message n, found in the messages of `address` or of the room `folded`; what `owners`
+  -- says wins, and without it (a data set left half-written) it goes from where it was found
+  local _, owned_by, owned_in = owner(n)
+  if owned_in then
+    address, folded = owned_by, owned_in
+  elseif not folded then
     redis.call('ZREM', prefix .. 'messages_of:' .. address, n)
     return
   end
+  address = address or ''
   local room, messages = prefix .. 'room:' .. folded, prefix .. 'messages:' .. folded
   local message = redis.call('ZRANGEBYSCORE', messages, n, n)[1]
   redis.call('ZREMRANGEBYSCORE', messages, n, n)
@@ -207,19 +213,23 @@ local function store(folded, name, created, address, message, id_bytes, creator)
   redis.call('SET', last_key, created)
   show_last(room, name, message, id_bytes)
 
-  while redis.call('ZCARD', messages) > max_messages do
-    forget_message(redis.call('ZRANGE', messages, 0, 0, 'WITHSCORES')[2])
+  -- each loop forgets one message a round, and stops by MAX_ROUNDS whatever the data say
+  for _ = 1, MAX_ROUNDS do
+    if redis.call('ZCARD', messages) <= max_messages then break end
+    forget_message(redis.call('ZRANGE', messages, 0, 0, 'WITHSCORES')[2], nil, folded)
   end
-  while tonumber(redis.call('ZSCORE', holders, address) or '0') > max_bytes_per_address do
+  for _ = 1, MAX_ROUNDS do
+    if tonumber(redis.call('ZSCORE', holders, address) or '0') <= max_bytes_per_address then break end
     local oldest = oldest_of(address)
     if not oldest or oldest == n then break end
-    forget_message(oldest)
+    forget_message(oldest, address, nil)
   end
-  while tonumber(redis.call('GET', total) or '0') > max_bytes do
+  for _ = 1, MAX_ROUNDS do
+    if tonumber(redis.call('GET', total) or '0') <= max_bytes then break end
     local most = redis.call('ZREVRANGE', holders, 0, 0)[1]
     local oldest = most and oldest_of(most)
     if not oldest or oldest == n then break end
-    forget_message(oldest)
+    forget_message(oldest, most, nil)
   end
 
   redis.call('XADD', stream, '*', 'm', message, 'n', n)
