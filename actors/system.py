@@ -26,6 +26,7 @@ class Chat:
     registry: ActorRef
     hub: ActorRef
     kozma: ActorRef | None
+    directory: ActorRef  # answers ListRooms, FindRoom, ListRoomActors: the registry in memory
     listener: Listener | None = None  # only when rooms are shared through Redis
     store: RedisStore | None = None
 
@@ -33,7 +34,7 @@ class Chat:
         """Stop the bot, then the sequencer once its backlog is handed on, then the hub."""
         if self.listener is not None:
             self.listener.stop()
-        for actor in (self.kozma, self.registry, self.hub):
+        for actor in (self.kozma, self.registry, self.directory, self.hub):
             if actor is not None:
                 actor.stop()
                 if actor is not self.hub:
@@ -71,7 +72,7 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
     listener = store = None
     if redis_url:
         from actors.shared_rooms.listener import AHEAD_WAIT, Listener
-        from actors.shared_rooms.shared import SharedRegistryActor
+        from actors.shared_rooms.shared import SharedDirectoryActor, SharedRegistryActor
         from actors.shared_rooms.store import STREAM_MESSAGES, RedisStore
 
         stream_messages = redis_stream_messages or STREAM_MESSAGES
@@ -79,9 +80,13 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
         hub = HubActor(keepalive_tick, observe_fan_out, replay_messages, replay_bytes,
                        wait_ahead=AHEAD_WAIT).start(supervisor)
         store = RedisStore(redis_url, max_messages_in_room, max_rooms,
-                           stream_messages=stream_messages)
+                           stream_messages=stream_messages,
+                           max_history_bytes=max_history_bytes,
+                           max_history_bytes_per_address=max_history_bytes_per_address,
+                           max_rooms_per_address=max_rooms_per_address)
         listener = Listener(store, hub, replay_messages)
-        registry = SharedRegistryActor(store, max_rooms).start(supervisor)
+        registry = SharedRegistryActor(store).start(supervisor)
+        directory = SharedDirectoryActor(store, max_rooms).start(supervisor)
         listener.start()
         listener.wait_subscribed(FIRST_SUBSCRIBE_TIMEOUT)
     else:
@@ -90,7 +95,9 @@ def start_chat(max_rooms: int, max_messages_in_room: int, kozma: bool = False,
         registry = RegistryActor(hub, max_rooms, max_messages_in_room, max_history_bytes,
                                  max_history_bytes_per_address,
                                  max_rooms_per_address).start(supervisor)
+        directory = registry
     bot = None
     if kozma:
         bot = KozmaActor(registry, kozma_first_delay, kozma_max_pause).start(supervisor)
-    return Chat(registry=registry, hub=hub, kozma=bot, listener=listener, store=store)
+    return Chat(registry=registry, hub=hub, kozma=bot, directory=directory, listener=listener,
+                store=store)

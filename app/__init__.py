@@ -60,9 +60,9 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_error_handler(HTTPException, api.api_error)
     app.register_error_handler(ActorError, api.actor_unavailable)
     if config.redis_url:
-        from actors.shared_rooms.store import StoreUnavailable
+        from actors.shared_rooms.store import StoreError
 
-        app.register_error_handler(StoreUnavailable, api.storage_unavailable)
+        app.register_error_handler(StoreError, api.storage_unavailable)
 
     @app.route("/")
     def index():

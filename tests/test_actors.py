@@ -11,7 +11,7 @@ import greenlet
 import pytest
 
 from actors.chat.hub import HubActor, Join
-from actors.chat.message import Draft, Frame
+from actors.chat.message import Clock, Draft, Frame
 from actors.chat.registry import FindRoom, ListRooms, Post, RegistryActor
 from actors.chat.room import GetHistory, RoomActor
 from actors.chat.session import SLOW_CONSUMER, SessionActor, SessionEnded
@@ -232,6 +232,40 @@ def test_only_one_message_at_a_time_even_when_handlers_block():
             assert [i for s, i in actor.order if s == n] == list(range(30))
 
 
+def test_a_typed_batch_takes_only_leading_messages_of_its_type_and_loses_nothing():
+    class Batcher(Actor):
+        """Batches ints behind an int, as the Redis registry batches posts; strings alone."""
+
+        def __init__(self):
+            super().__init__("batcher")
+            self.batches = []
+
+        def receive(self, message):
+            match message:
+                case int():
+                    self.batches.append([message, *self._pending(int)])
+                case str():
+                    self.batches.append([message])
+
+    actor = Batcher()
+    ref = actor.start()
+    sent = []
+    for i in range(200):  # every message goes in before the actor's first turn
+        message = f"s{i}" if i % 7 == 3 else i
+        sent.append(message)
+        ref.tell(message)
+    ref.ask(Probe(), timeout=TIMEOUT)
+    assert [m for batch in actor.batches for m in batch] == sent  # nothing lost, in order
+    assert all(len({type(m) for m in batch}) == 1 for batch in actor.batches)  # never mixed
+    assert max(len(batch) for batch in actor.batches) > 1  # and still batched
+    untyped = Batcher()  # the untyped call still takes every tell waiting (the session's)
+    untyped.start()  # its first turn comes only when this greenlet yields
+    untyped.ref.tell(("x",))
+    untyped.ref.tell("y")
+    untyped.ref.tell(1)
+    assert untyped._pending() == [("x",), "y", 1]
+
+
 def test_an_idle_actor_holds_no_greenlet_and_wakes_on_mail():
     before = live_greenlets()
     actors = [Recorder() for _ in range(500)]
@@ -338,6 +372,17 @@ def wait_for(predicate, timeout=TIMEOUT):
     with gevent.Timeout(timeout):
         while not predicate():
             gevent.sleep(0.001)
+
+
+def test_the_clock_never_repeats_or_goes_back_and_moves_past_a_later_stamp():
+    clock = Clock()
+    stamps = [clock.stamp() for _ in range(1000)]  # faster than the wall clock ticks
+    assert stamps == sorted(stamps) and len(set(stamps)) == 1000
+    later = stamps[-1] + 10**12  # another process, 1000 s ahead
+    clock.seen(later)
+    assert clock.stamp() == later + 1
+    clock.seen(0)  # an older stamp changes nothing
+    assert clock.stamp() == later + 2
 
 
 def test_room_keeps_first_spelling_history_and_fans_out():

@@ -9,8 +9,7 @@ import time
 import redis
 
 from actors.chat import resume
-from actors.chat.message import Draft
-from actors.shared_rooms.store import READER_NAME, RedisStore
+from actors.shared_rooms.store import READER_NAME
 from tests.conftest import RECEIVE_TIMEOUT, receive, send
 from tests.test_redis import shared, wait_until_serving  # noqa: F401  (a fixture)
 from tests.test_resume_server import FAST, assert_same_as_history, read_messages, resume_after_cut
@@ -71,25 +70,6 @@ def test_a_restarted_empty_redis_answers_gone_like_a_restarted_server(
     assert gone["gone"] == resume.OTHER_RUN
     send(again, room="r", text="after")
     assert receive(again)["text"] == "after"
-
-
-def test_a_position_older_than_the_stream_keeps_is_gone(redis_server):  # noqa: F811
-    store = RedisStore(redis_server.url, max_messages_in_room=10, max_rooms=10,
-                       stream_messages=10)
-    store.open_reader()
-    store.connected()
-    posted = []
-    for i in range(0, 400, 50):
-        store.post([("r", Draft("r", f"m{j}"), "poster") for j in range(i, i + 50)])
-        posted.append(store.last_id())
-    newest = store.last_id()
-    entries, complete = store.replay(posted[0], newest, 1000)
-    assert not complete  # trimmed: m50.. are no longer all there
-    admin = redis.Redis.from_url(redis_server.url)
-    (first, _), = admin.xrange(store.stream, count=1)  # the oldest message it still keeps
-    entries, complete = store.replay(first.decode(), newest, 1000)
-    assert complete and len(entries) == admin.xlen(store.stream) - 1
-    store.close()
 
 
 def test_positions_on_redis_name_the_redis_data_set(shared):  # noqa: F811

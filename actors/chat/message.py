@@ -10,6 +10,7 @@ receiver, the history and the room list reuse those bytes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -158,6 +159,29 @@ def error_frame(problem: BadFrame | str, id: str | None = None) -> Frame:
     if id is not None:
         frame["id"] = id
     return Frame(encode_json(frame))
+
+
+class Clock:
+    """Stamps `created`, in nanoseconds since the epoch: unique and increasing, one per message.
+
+    The wall clock may stand still between two posts or step back; a stamp is
+    never less than the last one plus 1 ns. With rooms shared through Redis
+    another process may have stamped later than this clock says: `seen` moves
+    it past that stamp, so the next one comes after it.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def stamp(self) -> int:
+        self.last = max(time.time_ns(), self.last + 1)
+        return self.last
+
+    def seen(self, ns: int) -> None:
+        """A stamp made elsewhere: every later `stamp` is greater than it."""
+        self.last = max(self.last, ns)
 
 
 def format_created(ns: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import ClassVar
@@ -12,7 +11,7 @@ from typing import ClassVar
 from actors.chat import resume
 from actors.chat.budget import Held, Shares
 from actors.chat.hub import Deliver
-from actors.chat.message import Draft, Message, format_created
+from actors.chat.message import Clock, Draft, Message, format_created
 from actors.chat.room import Append, Drop, RoomActor
 from actors.runtime.actor import Actor, ActorError, ActorRef
 from actors.runtime.supervisor import Supervisor
@@ -136,7 +135,7 @@ class RegistryActor(Actor):
                               max_rooms_per_address)
         self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
         self._listing: tuple[bytes, ...] | None = None
-        self._clock = 0
+        self._clock = Clock()
         self.run = resume.new_run("m")
         self._seq = 0  # the last message's place in the one order
         self._supervisor = Supervisor("rooms", on_give_up=self._gave_up)
@@ -242,8 +241,7 @@ class RegistryActor(Actor):
         return entry
 
     def _stamp(self) -> str:
-        self._clock = max(time.time_ns(), self._clock + 1)
-        return format_created(self._clock)
+        return format_created(self._clock.stamp())
 
     def _gave_up(self, room: ActorRef) -> None:
         try:

@@ -313,13 +313,19 @@ class Actor:
             self._trace = Trace()
         self._trace.remember(message)
 
-    def _pending(self) -> list[Any]:
-        """Take the tells already waiting, up to the next ask or stop (for batching)."""
+    def _pending(self, kind: type | None = None) -> list[Any]:
+        """Take the tells already waiting, up to the next ask or stop (for batching).
+
+        With `kind`, only the leading tells of that type: the first message of
+        another type stops the batch and waits for its own turn, so a batch is
+        never a mix a handler might mistake for one kind.
+        """
         taken: list[Any] = []
         mailbox = self._mailbox
         if self._faults is not None and (self._faults.delay or self._faults.paused):
             return taken  # slowed down: every message waits its own delay
-        while mailbox and type(mailbox[0]) not in (_Ask, _Stop):
+        while mailbox and type(mailbox[0]) not in (_Ask, _Stop) and (
+                kind is None or isinstance(mailbox[0], kind)):
             taken.append(mailbox.popleft())
         if taken:
             if self._mailbox_bytes is not None:

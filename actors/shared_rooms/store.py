@@ -3,25 +3,36 @@
 With `redis_url` configured, the room actors keep nothing of their own: a
 room's history, its first spelling, its last message and the room index live
 in Redis, and every accepted message is appended to one stream that every
-process reads (see `actors/shared_rooms/listener.py`). One Lua script (`store_post.lua`)
-stamps, stores, indexes and appends a message as one atomic step, so history
-and delivery can never disagree.
+process reads (see `actors/shared_rooms/listener.py`). Python stamps and
+encodes each message (actors/chat/message.py, as in memory); one Lua script
+(`store_post.lua`) checks, stores, indexes, budgets and appends a batch of
+them as one atomic step, so history and delivery can never disagree.
 
 What Redis holds, under the key prefix (`nane:`):
 
-    rooms             zset   folded room name -> last activity (a counter)
-    activity          string the counter
-    room:<folded>     hash   name (first spelling, JSON), sec/ns (last created), json (room object)
-    history:<folded>  list   the last `max_messages_in_room` messages, oldest first, as JSON
-    stream            stream every accepted message (field `m`; `n` its activity count),
-                             in the order it was stored;
-                             about the last `stream_messages` are kept
-    run               string names this data set: a Redis that restarted empty gets a
-                             new one, so positions from before are recognised as gone
+    rooms                  zset   folded room name -> activity of its last message
+    activity               string the counter: one more per message (its number `n`)
+    last                   string the last `created` stored, in nanoseconds (20 digits)
+    room:<folded>          hash   name (first spelling, JSON), creator (address), json (room object)
+    messages:<folded>      zset   n -> message JSON: the room's last `max_messages_in_room`
+    creators               zset   address -> rooms it created that are kept
+    rooms_of:<address>     zset   folded name -> activity: the rooms it created
+    holders                zset   address -> bytes of its messages kept
+    total                  string bytes of every message kept
+    messages_of:<address>  zset   n -> n: its messages kept, oldest first
+    owners                 hash   n -> id bytes, address and room of every message kept
+    stream                 stream every accepted message (field `m`; `n` its number), in the
+                                  order it was stored; the last `stream_messages`, and no more
+                                  than `max_history_bytes` of them (`streamed` counts them;
+                                  trimmed once a little over, see store_post.lua)
+    run                    string names this data set: a Redis that restarted empty gets a
+                                  new one, so positions from before are recognised as gone
 
 This process counts as connected to Redis exactly while its stream reader is
 live (`Link`): only then does it accept posts and answer reads, so a message
-it accepts is one its own clients will receive.
+it accepts is one its own clients will receive. An error reply to one command
+(`redis.ResponseError`) is that command's failure, `StoreRefused`, never a
+sign that the link is down.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from actors.chat.message import Draft, encode_list
+from actors.chat.message import Message, encode_list
 from actors.chat.resume import new_run
 
 log = logging.getLogger("nane.redis")
@@ -49,19 +60,65 @@ CONNECT_TIMEOUT = 2.0  # seconds to open a connection to Redis
 COMMAND_TIMEOUT = 3.0  # seconds a command may take; below the actors' 5 s ask timeout
 HEALTH_CHECK_SECONDS = 5  # an idle reader pings Redis this often, to notice a dead link
 STREAM_MESSAGES = 10_000  # the stream keeps about this many: how far back a client can resume
-READ_BLOCK_MS = 200  # a read waits this long for new messages; resumes are served in between
+READ_BLOCK_MS = 200  # a read waits this long for new messages
 READ_BATCH = 1000  # messages taken per read
 READER_NAME = "nane-stream-reader"  # CLIENT LIST shows the reader's connection as this-<pid>
+LIST_PAGE = 200  # rooms read per round trip while listing them: other commands run in between
 POST_SCRIPT = (Path(__file__).with_name("store_post.lua")).read_text()
-ROOMS_SCRIPT = (Path(__file__).with_name("store_rooms.lua")).read_text()
+STAMP_DIGITS = 20  # `created` in nanoseconds as store_post.lua compares it
 
 
-class StoreUnavailable(Exception):
+class StoreError(Exception):
+    """A request to the shared rooms failed; `reason` is what the client is told."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StoreUnavailable(StoreError):
     """Redis cannot be reached from this process; the request can be tried again later."""
 
     def __init__(self, reason: str = "chat storage (Redis) is unreachable, try again later"):
         super().__init__(reason)
-        self.reason = reason
+
+
+class StoreRefused(StoreError):
+    """Redis answered one command with an error: only that request failed, the link is up."""
+
+    def __init__(self, error: str):
+        super().__init__(f"chat storage (Redis) refused the request: {error}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message Python stamped and encoded, for `store_post.lua` to check and keep.
+
+    `own_spelling`: `message.room` is the poster's own spelling, not one
+    remembered from earlier, so it may become a new room's first spelling.
+    """
+
+    folded: str
+    message: Message
+    created: int  # nanoseconds, as stamped
+    address: str
+    own_spelling: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What `store_post.lua` did with a batch: it stored the first `count`, in order.
+
+    `refused` is why it stopped at the next one ("" when it stored them all):
+    "created" (`detail`: the data set's later stamp), "spelling" (`detail`: the
+    room's first spelling, JSON), "new" (the room is gone: use the message's own
+    spelling) or "error" (`detail`: Redis's error for that message, not stored).
+    """
+
+    count: int
+    last_created: int
+    refused: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,24 +159,32 @@ class Link:
 
 
 class RedisStore:
-    """The shared rooms: post, list, find, history — each one Redis round trip.
+    """The shared rooms: post, list, find, history — each one Redis round trip (a list: one a page).
 
     Args:
         url: `redis://` / `rediss://` / `unix://` URL.
         max_messages_in_room: each room's history length.
-        max_rooms: rooms kept at once; a new room past it forgets the idlest.
+        max_rooms: rooms kept at once (see `store_post.lua` for who gives way).
         prefix: put before every key.
-        stream_messages: about how many messages the stream keeps for resuming clients.
+        stream_messages: how many messages the stream keeps for readers and resuming clients.
+        max_history_bytes: bytes of messages every room keeps together (and the stream).
+        max_history_bytes_per_address: one client address's share of them.
+        max_rooms_per_address: rooms one client address may have created and kept.
     """
 
     def __init__(self, url: str, max_messages_in_room: int, max_rooms: int, prefix: str = PREFIX,
-                 stream_messages: int = STREAM_MESSAGES):
+                 stream_messages: int = STREAM_MESSAGES, max_history_bytes: int = 1 << 62,
+                 max_history_bytes_per_address: int = 1 << 62,
+                 max_rooms_per_address: int = 1 << 62):
         self.prefix = prefix
         self.stream = prefix + "stream"
         self._run_key = prefix + "run"
         self.stream_messages = stream_messages
         self.max_messages_in_room = max_messages_in_room
         self.max_rooms = max_rooms
+        self._limits = [prefix, max_messages_in_room, max_rooms, max_rooms_per_address,
+                        max_history_bytes, max_history_bytes_per_address, stream_messages,
+                        max_history_bytes]  # ARGV 1-8 of store_post.lua
         # No retries: a command that failed after it was sent may have run, and
         # running a post twice would deliver it twice.
         options = dict(retry=Retry(NoBackoff(), 0), socket_connect_timeout=CONNECT_TIMEOUT,
@@ -130,8 +195,9 @@ class RedisStore:
                                             client_name=f"{READER_NAME}-{os.getpid()}",
                                             **options)
         self.link = Link(redact(url))
-        self._post_sha = self._rooms_sha = ""
-        self._keys = (prefix + "rooms", prefix + "activity")
+        self._post_sha = ""
+        self._keys = [prefix + key for key in ("rooms", "activity", "last", "creators", "holders",
+                                               "total", "owners", "stream", "streamed")]
 
     # -- the stream reader (the listener's), which also drives the link ----------
 
@@ -143,7 +209,6 @@ class RedisStore:
         """
         # scripts are lost when Redis restarts: load them before accepting posts
         self._post_sha = self._reader.script_load(POST_SCRIPT)
-        self._rooms_sha = self._reader.script_load(ROOMS_SCRIPT)
         self._reader.set(self._run_key, new_run("r"), nx=True)
         run: bytes = self._reader.get(self._run_key)  # type: ignore[assignment]  # set just above
         return run.decode()
@@ -195,57 +260,55 @@ class RedisStore:
 
     # -- the rooms ------------------------------------------------------------
 
-    def post(self, posts: list[tuple[str, Draft, str]]) -> list[str | Exception]:
-        """Store and publish messages — (folded room, draft, username) — in order, in one round trip.
+    def post(self, batch: list[NewMessage]) -> Stored:
+        """Store and publish messages in order, as one script call: one atomic step.
 
-        The commands go down one connection as one pipeline, so Redis runs the
-        scripts in the order given: a process's posts are published in the
-        order it received them, whatever their rooms.
-
-        Returns, for each post, its `created` or the error that refused it.
+        Redis stores them in the order given, so a process's posts are
+        published in the order it received them, whatever their rooms; the
+        script stops at the first one it refuses (see `Stored`), and stores
+        none after it.
 
         Raises:
-            StoreUnavailable: Redis cannot be reached; none of them was delivered
-                (unless the link broke after Redis had run some of them).
+            StoreUnavailable: Redis cannot be reached; none of them was stored
+                (unless the link broke after Redis had run the script).
+            StoreRefused: Redis refused the whole call; none of them was stored.
         """
-        calls = [self._post_call(folded, draft, username) for folded, draft, username in posts]
+        args: list = list(self._limits)
+        for new in batch:
+            message = new.message
+            args += [new.folded, _json(message.room), "1" if new.own_spelling else "0",
+                     f"{new.created:0{STAMP_DIGITS}d}", new.address.replace("\t", " "),
+                     message.json, len(message.json) - len(message.summary)]
 
-        def queue(pipe):
-            for keys, args in calls:
-                pipe.evalsha(self._post_sha, len(keys), *keys, *args)
-
-        results = self._pipeline(queue)
-        if any(isinstance(result, NoScriptError) for result in results):
-            # Redis forgot the script (SCRIPT FLUSH): the posts it refused did not
-            # run, so posting them again, in order, is safe
-            self._post_sha = self._call(lambda: self._redis.script_load(POST_SCRIPT))
-            again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            retried = self._pipeline(lambda pipe: [
-                pipe.evalsha(self._post_sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
-                for i in again])
-            for i, result in zip(again, retried, strict=True):
-                results[i] = result
-        return [r.decode() if isinstance(r, bytes) else r for r in results]
-
-    def _post_call(self, folded: str, draft: Draft, username: str) -> tuple[list, list]:
-        """The KEYS and ARGV of `store_post.lua` for one message."""
-        keys = [*self._keys, self.prefix + "room:" + folded, self.prefix + "history:" + folded,
-                self.stream]
-        args = [folded, _json(draft.room), _json(username), _json(draft.text),
-                _json(draft.id) if draft.id else "", self.max_messages_in_room, self.max_rooms,
-                self.stream_messages, self.prefix]
-        return keys, args
-
-    def rooms(self) -> bytes:
-        """The `/api/rooms` body, most recently active room first."""
         def run():
             try:
-                return self._redis.evalsha(self._rooms_sha, 1, self._keys[0], self.prefix)
-            except NoScriptError:
-                self._rooms_sha = self._redis.script_load(ROOMS_SCRIPT)
-                return self._redis.evalsha(self._rooms_sha, 1, self._keys[0], self.prefix)
-        items = self._call(run)
-        return encode_list([item for item in items if item])
+                return self._redis.evalsha(self._post_sha, len(self._keys), *self._keys, *args)
+            except NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): nothing ran
+                self._post_sha = self._redis.script_load(POST_SCRIPT)
+                return self._redis.evalsha(self._post_sha, len(self._keys), *self._keys, *args)
+
+        count, last, refused, detail = self._call(run)
+        return Stored(int(count), int(last or 0), refused.decode(), detail.decode())
+
+    def rooms(self) -> tuple[bytes, ...]:
+        """Every room's object, most recently active room first.
+
+        Read a page of rooms per round trip, so no single command holds Redis
+        for long whatever the number of rooms (the room objects together are
+        bounded by the byte budgets: each is a kept message and a name).
+        """
+        names = self._call(lambda: self._redis.zrevrange(self._keys[0], 0, -1))
+        items: list[bytes] = []
+        for start in range(0, len(names), LIST_PAGE):
+            page = names[start:start + LIST_PAGE]
+
+            def read(pipe, page=page):
+                for folded in page:
+                    pipe.hget(self.prefix + "room:" + folded.decode(), "json")
+
+            items += [item for item in self._pipeline(read)
+                      if isinstance(item, bytes)]  # forgotten meanwhile, or not a room: left out
+        return tuple(items)
 
     def room(self, folded: str) -> StoredRoom | None:
         """The room called `folded` (any case folded already), or None."""
@@ -257,7 +320,7 @@ class RedisStore:
 
     def history(self, folded: str) -> bytes | None:
         """The `/history` body, oldest first, or None when there is no such room."""
-        items = self._call(lambda: self._redis.lrange(self.prefix + "history:" + folded, 0, -1))
+        items = self._call(lambda: self._redis.zrange(self.prefix + "messages:" + folded, 0, -1))
         return encode_list(items) if items else None
 
     # -- plumbing ---------------------------------------------------------------
@@ -271,13 +334,15 @@ class RedisStore:
         return self._call(run)
 
     def _call(self, command):
+        """Run `command` on a live link; an error reply is `StoreRefused`, a broken link
+        `StoreUnavailable` (only the stream reader decides that the link is down)."""
         if not self.link.up:
             raise StoreUnavailable()
         try:
             return command()
+        except redis.ResponseError as error:
+            raise StoreRefused(str(error)) from error
         except (RedisError, OSError) as error:
-            if isinstance(error, redis.ResponseError):
-                raise
             raise StoreUnavailable() from error
 
     def ping(self) -> None:

@@ -58,10 +58,10 @@ _openapi_body: bytes | None = None
 
 @bp.route("/rooms", methods=READ_METHODS)
 def rooms():
-    """The registry answers its rooms' objects; the body is joined here, outside its turn,
-    and kept until the registry answers another listing (one join per change, not per call)."""
+    """The rooms' objects come from their owner; the body is joined here, outside its turn,
+    and kept until it answers another listing (one join per change, not per call)."""
     global _rooms_body
-    listing = _registry().ask(ListRooms())
+    listing = _directory().ask(ListRooms())
     if _rooms_body[0] is not listing:
         _rooms_body = (listing, encode_list(listing))
     return json_response(_rooms_body[1])
@@ -74,14 +74,14 @@ _rooms_body: tuple[object, bytes] = ((), b'{"result":[]}')
 def room(name: str):
     if name.endswith("/history"):
         return history(name.removesuffix("/history"))
-    found = _registry().ask(FindRoom(name))
+    found = _directory().ask(FindRoom(name))
     if found is None:
         return error_response(f"room {name} not found", 404)
     return json_response(b'{"result":' + found.json + b"}")
 
 
 def history(name: str) -> Response:
-    found = _registry().ask(FindRoom(name))
+    found = _directory().ask(FindRoom(name))
     if found is not None:
         try:
             return json_response(found.actor.ask(GetHistory()))
@@ -90,8 +90,9 @@ def history(name: str) -> Response:
     return error_response(f"room {name} not found", 404)
 
 
-def _registry():
-    return current_app.extensions["nane"].registry
+def _directory():
+    """Who answers questions about rooms (the registry in memory; on Redis, off its turn)."""
+    return current_app.extensions["nane"].directory
 
 
 def add_cors(response: Response) -> Response:
@@ -118,7 +119,7 @@ def api_error(error):
 
 
 def storage_unavailable(error):
-    """Rooms shared through Redis cannot be read while this process cannot reach Redis."""
+    """Rooms shared through Redis cannot be read now: Redis is unreachable, or refused the command."""
     response = error_response(error.reason, 503)
     response.headers["Retry-After"] = "1"
     return response

@@ -246,7 +246,7 @@ def _actor() -> ActorRef:
     elif name == "kozma":
         found = chat.kozma
     elif name.startswith("room:"):
-        room = chat.registry.ask(FindRoom(name.removeprefix("room:")), timeout=ASK_SECONDS)
+        room = chat.directory.ask(FindRoom(name.removeprefix("room:")), timeout=ASK_SECONDS)
         found = room and room.actor
     elif name.startswith("session:"):
         sessions = chat.hub.ask(ListSessions(), timeout=ASK_SECONDS)

@@ -123,7 +123,7 @@ class _ChatCollector:
             mailbox.add_metric(["kozma"], chat.kozma.mailbox_size)
         yield mailbox
         registry = described.get(chat.registry)
-        if registry is not None:
+        if registry is not None and "rooms" in registry:  # on Redis, Redis counts them
             yield GaugeMetricFamily("nane_rooms", "Rooms that exist now", value=registry["rooms"])
             yield CounterMetricFamily("nane_rooms_forgotten", "Rooms forgotten to stay within "
                                       "max_rooms (least recently active first)",

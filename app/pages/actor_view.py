@@ -40,9 +40,10 @@ def page():
 def actors():
     tracing.watch(TRACE_SECONDS)
     chat = current_app.extensions["nane"]
-    rooms = _ask_list(chat.registry, ListRoomActors())
+    rooms = _ask_list(chat.directory, ListRoomActors())
     sessions = _ask_list(chat.hub, ListSessions())
-    core = [chat.registry, chat.hub] + ([chat.kozma] if chat.kozma is not None else [])
+    core = [chat.registry, chat.hub] + ([chat.kozma] if chat.kozma is not None else []) + (
+        [chat.directory] if chat.directory != chat.registry else [])
     sessions = sorted(sessions, key=_session_number)
     described = ask_all([*core, *rooms, *sessions], Describe(), ASK_SECONDS)
 
