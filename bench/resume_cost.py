@@ -1,83 +1,177 @@
-"""What a `?v=2&since=` resume costs the in-memory sequencer (actors only, no network).
+"""How long posts wait while clients resume (`?v=2&since=`), in memory and on Redis.
 
-    python -m bench.resume_cost      # from the repository root
+    python -m bench.resume_cost                     # this tree
+    python -m bench.resume_cost --before ../old     # and another checkout, side by side
+    python -m bench.resume_cost --quick             # seconds, for CI: fails on a lost post
 
-The registry takes no post while it gathers a replay (that is what makes the
-seam exact), so the figure that matters is how long one resume holds it:
-from `Resume` to the seam frame written by the session, for replays spread
-over 1, 100 and 1,000 rooms. (The seam frame is written after the replay, so
-this includes the session taking the replay out of its outbox.)
+A real server on loopback holds 1,000 messages spread over 1, 100 or 1,000
+rooms. Two clients resume from before the first of them in a loop (connect,
+read the replay up to its seam, close) while a poster posts every 50 ms and
+times its own echo. The figure is the poster's wait: median and worst, and
+how many resumes were served meanwhile. `lifted` runs with the per-address
+resume budget lifted, so every resume really replays 1,000 messages (what a
+replay costs); `limited` runs with the default budget (what a loop costs).
+With `--before` every figure is printed for both trees, and the ratio.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
-import gevent
-from gevent.event import Event
+import websocket
 
-from actors.chat.hub import HubActor
-from actors.chat.message import Draft
-from actors.chat.registry import Post, RegistryActor
-from actors.chat.resume import Resume
-from actors.chat.session import SessionActor
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-REPLAY = 1000  # messages after the position (all of them still in a room of 1024)
-ROUNDS = 20
+from tests.ports import free_port  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
-
-class Seam:
-    """A transport that only notices the seam frame."""
-
-    def __init__(self):
-        self.done = Event()
-        self.position = ""
-        self.gone = None
-
-    def send(self, frames):
-        for frame in frames:
-            if b'"replayed"' in frame.json or b'"gone"' in frame.json:
-                answer = json.loads(frame.json)
-                self.position, self.gone = answer["pos"], answer.get("gone")
-                self.done.set()
-
-    def close(self, code, reason):
-        pass
+MESSAGES = 1000
+FAST = "100000"
 
 
-def measure(rooms: int) -> list[float]:
-    hub = HubActor().start()
-    registry = RegistryActor(hub, max_rooms=10_000, max_messages_in_room=1024).start()
-    start = Seam()
-    first = SessionActor("s0", start, "b", 10_000, positions=True).start()
-    registry.tell(Resume(first, "", REPLAY))
-    start.done.wait(5)
-    position = start.position.rsplit(":", 1)[0] + ":0"  # this run, before any message
-    for i in range(REPLAY):
-        registry.tell(Post(Draft(f"room{i % rooms}", f"m{i}"), "poster"))
-    took = []
-    for n in range(ROUNDS):
-        seam = Seam()
-        session = SessionActor(f"s{n}", seam, "b", 10_000, positions=True).start()
-        began = time.perf_counter()
-        registry.tell(Resume(session, position, REPLAY))
-        assert seam.done.wait(10) and seam.gone is None, seam.gone
-        took.append(time.perf_counter() - began)
-        session.kill("done")
-    registry.stop()
-    hub.stop()
-    return took
+class Server:
+    """`python -m app` from a checkout, on a free loopback port."""
+
+    def __init__(self, tree: Path, settings: dict[str, str]):
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NANE_")}
+        env.update({f"NANE_{k.upper()}": v for k, v in settings.items()})
+        env.pop("REDIS_URL", None)
+        self.process = subprocess.Popen([sys.executable, "-m", "app", "--addr",
+                                         f"127.0.0.1:{self.port}"], cwd=tree, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.connect("ready").close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"server in {tree} did not start") from None
+                time.sleep(0.05)  # a port that is not open yet: nothing to await
+
+    def connect(self, who: str, query: str = "") -> websocket.WebSocket:
+        return websocket.create_connection(
+            f"ws://127.0.0.1:{self.port}/ws?username={who}&{query}", timeout=30)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def frames_until(ws, done) -> dict:
+    while True:
+        frame = json.loads(ws.recv())
+        if done(frame):
+            return frame
+
+
+def measure(tree: Path, rooms: int, redis_url: str, lifted: bool, seconds: float) -> dict:
+    settings = {"max_messages_per_second": FAST, "max_messages_per_second_per_address": FAST}
+    if lifted:
+        settings["max_resumes_per_second_per_address"] = FAST
+    if redis_url:
+        settings["redis_url"] = redis_url
+    server = Server(tree, settings)
+    try:
+        first = server.connect("first", "v=2&since=")
+        since = json.loads(first.recv())["pos"]
+        first.close()
+        poster = server.connect("poster", "v=2")
+        for i in range(MESSAGES):
+            poster.send(json.dumps({"room": f"room{i % rooms}", "text": f"m{i}"}))
+        for _ in range(MESSAGES):
+            frames_until(poster, lambda f: "text" in f)
+        stop = threading.Event()
+        resumes = {"replayed": 0, "gone": 0}
+
+        def resume_loop():
+            for _ in range(100_000):  # bounded in count, and in time by `stop`
+                if stop.is_set():
+                    return
+                ws = server.connect("resumer", "v=2&since=" + since)
+                seam = frames_until(ws, lambda f: "replayed" in f or "gone" in f)
+                resumes["replayed" if "replayed" in seam else "gone"] += 1
+                ws.close()
+
+        loops = [threading.Thread(target=resume_loop, daemon=True) for _ in range(2)]
+        for loop in loops:
+            loop.start()
+        waits, lost = [], 0
+        deadline = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            sent = time.perf_counter()
+            probe = f"p{n}"
+            poster.send(json.dumps({"room": "probe", "text": probe, "id": probe}))
+            try:
+                frames_until(poster, lambda f, probe=probe: f.get("id") == probe)
+            except websocket.WebSocketTimeoutException:
+                lost += 1
+                break
+            waits.append(time.perf_counter() - sent)
+            time.sleep(0.05)  # the poster's pace, not a synchronisation
+        stop.set()
+        for loop in loops:
+            loop.join(60)
+        poster.close()
+        return {"median_ms": statistics.median(waits) * 1000, "max_ms": max(waits) * 1000,
+                "resumes": resumes["replayed"], "gone": resumes["gone"], "lost": lost}
+    finally:
+        server.stop()
 
 
 def main() -> None:
-    print(f"resume of {REPLAY} messages, {ROUNDS} rounds each: time until the seam frame")
-    for rooms in (1, 100, 1000):
-        took = sorted(measure(rooms))
-        print(f"{rooms:>5} rooms: median {statistics.median(took) * 1000:7.1f} ms, "
-              f"max {took[-1] * 1000:7.1f} ms")
-        gevent.sleep(0)
+    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_argument("--before", type=Path, help="another checkout to measure side by side")
+    cli.add_argument("--seconds", type=float, default=4.0)
+    cli.add_argument("--quick", action="store_true", help="1,000 rooms only, 1 s, memory only")
+    args = cli.parse_args()
+    trees = [("after", ROOT)] + ([("before", args.before.resolve())] if args.before else [])
+    seconds = 1.0 if args.quick else args.seconds
+    stores = ["memory"] if args.quick else ["memory", "redis"]
+    cases = [(1000, True)] if args.quick else [(1, True), (100, True), (1000, True), (1000, False)]
+    print(f"post wait while 2 clients resume from before {MESSAGES} messages in a loop "
+          f"({seconds:g} s each; ms: median / worst; resumes replayed + gone)")
+    failed = False
+    with tempfile.TemporaryDirectory() as logs:
+        for store in stores:
+            for rooms, lifted in cases:
+                row = f"{store:>6} {rooms:>5} rooms {'lifted' if lifted else 'limited':>8}:"
+                figures = {}
+                for name, tree in trees:
+                    redis = (RedisServer(shutil.which("redis-server") or "redis-server",
+                                         Path(logs)) if store == "redis" else None)
+                    try:
+                        f = figures[name] = measure(tree, rooms, redis.url if redis else "",
+                                                    lifted, seconds)
+                    finally:
+                        if redis is not None:
+                            redis.stop()
+                    failed |= f["lost"] > 0
+                    row += (f"  {name} {f['median_ms']:7.1f} / {f['max_ms']:8.1f}"
+                            f"  ({f['resumes']} + {f['gone']})")
+                if len(figures) == 2:
+                    ratio = figures["before"]["max_ms"] / figures["after"]["max_ms"]
+                    row += f"  worst before/after x{ratio:.1f}"
+                print(row, flush=True)
+    if failed:
+        raise SystemExit("a probe's echo never came back")
 
 
 if __name__ == "__main__":
