@@ -22,7 +22,6 @@ import itertools
 import logging
 import time
 from typing import NamedTuple
-from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, current_app, request
 from gevent.event import AsyncResult
@@ -37,6 +36,7 @@ from actors.runtime.actor import ActorStopped, MailboxFull
 from app.ops.limits import FloodGuard
 from app.ops.metrics import FLOOD
 from app.ops.service import Connections, lift_request_deadline
+from app.target import query_values
 from app.websocket import Upgraded, gevent_websocket_shim, simple_websocket_shim
 from app.websocket.transport import Binary, WebSocketTransport
 
@@ -57,7 +57,7 @@ def websocket():
     """One connection from its handshake to its end."""
     config = current_app.config["NANE"]
     environ = request.environ
-    query = request.query_string.decode("latin-1")
+    query = query_values(request.query_string)  # raw UTF-8 bytes too (app/target.py)
     username = username_from_query(query, config.max_username_length)
     upgraded = gevent_websocket_shim.upgraded_already(environ)
     refusal = refusal_of(environ, username, upgraded is not None)
@@ -168,28 +168,27 @@ def make_transport(upgraded: Upgraded, config) -> WebSocketTransport:
                               write_timeout=config.write_timeout_seconds)
 
 
-def username_from_query(query: str, max_length: int) -> str:
+def username_from_query(query: dict[str, str], max_length: int) -> str:
     """SPEC: form-decoded, trimmed, `name` when `username` is missing or blank, then cut."""
-    params = parse_qs(query, keep_blank_values=True)
     for key in ("username", "name"):
-        value = (params.get(key) or [""])[0].strip()
+        value = query.get(key, "").strip()
         if value:
             return value[:max_length]
     return ""
 
 
-def opted_in(query: str) -> bool:
+def opted_in(query: dict[str, str]) -> bool:
     """`?v=2` asks for extension frames (errors for dropped messages)."""
-    return (parse_qs(query).get("v") or [""])[0] == "2"
+    return query.get("v") == "2"
 
 
-def since_from_query(query: str) -> str | None:
+def since_from_query(query: dict[str, str]) -> str | None:
     """`?v=2&since=<position>`: where to resume from ("" for just the current position)."""
-    values = parse_qs(query, keep_blank_values=True).get("since")
-    return values[0].strip() if values else None
+    since = query.get("since")
+    return since.strip() if since is not None else None
 
 
-def serve(transport: WebSocketTransport, username: str, query: str) -> None:
+def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -> None:
     """Run one connection until it closes: read frames, post messages, answer pings."""
     chat = current_app.extensions["nane"]
     config = current_app.config["NANE"]
