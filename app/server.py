@@ -50,6 +50,7 @@ from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.http.message import Request as GunicornRequest
 
+from actors import logfmt
 from actors.chat.message import encode_error
 from app.ops.service import connections_of, cut_when_late
 from app.target import escape_raw_bytes
@@ -113,7 +114,7 @@ class NaneWebSocketHandler(AppUpgrades):
         if self._refusal is None:
             return super().handle_one_response()
         status, reason = self._refusal  # answered without reading a byte of the body
-        log.info("event=http_refused status=%s reason=%r remote=%s", status[:3], reason,
+        log.info("event=http_refused status=%s reason=%s remote=%s", status[:3], logfmt.value(reason),
                  self._remote())
         body = encode_error(reason)
         self.close_connection = True

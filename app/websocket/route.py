@@ -26,6 +26,7 @@ from typing import NamedTuple
 from flask import Blueprint, Response, current_app, request
 from gevent.event import AsyncResult
 
+from actors import logfmt
 from actors.chat.hub import Join, Leave
 from actors.chat.message import PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame, parse_frame
 from actors.chat.registry import Post
@@ -112,7 +113,7 @@ SLOT_REFUSALS = {  # Connections.acquire's answer: metric label, HTTP status, cl
 def refusal_of(environ: dict, username: str, upgraded: bool) -> Refusal | None:
     """Why this client is not served, in SPEC's order; None when it is, holding a connection slot."""
     if not upgraded and (bad := handshake_refusal(environ)) is not None:
-        log.info("event=ws_bad_handshake status=%d reason=%r", bad.status, bad.reason)
+        log.info("event=ws_bad_handshake status=%d reason=%s", bad.status, logfmt.value(bad.reason))
         return bad
     if not username:
         return NAMELESS
@@ -124,7 +125,8 @@ def refusal_of(environ: dict, username: str, upgraded: bool) -> Refusal | None:
         return None
     label, status, code = SLOT_REFUSALS[why]
     current_app.extensions["nane_metrics"].refused.labels(label).inc()
-    log.info("event=ws_refused username=%r reason=%r open=%d", username, why, connections.open)
+    log.info("event=ws_refused username=%s reason=%s open=%d", logfmt.value(username),
+             logfmt.value(why), connections.open)
     return Refusal(status, why, code, (("Retry-After", "5"),), json=True)
 
 
@@ -207,8 +209,8 @@ def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -
         if flood.admit(time.monotonic()):
             return True
         if flood.flooding:
-            log.warning("event=flood session=%s username=%r remote=%s frames=control",
-                        name, username, remote)
+            log.warning("event=flood session=%s username=%s remote=%s frames=control",
+                        name, logfmt.value(username), remote)
             transport.refuse(FLOOD.code, FLOOD.reason)
         return False
 
@@ -228,8 +230,8 @@ def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -
         except (MailboxFull, ActorStopped):
             session.stop(TRY_LATER)
     metrics.connections.inc()
-    log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
-             name, username, remote, extensions)
+    log.info("event=ws_open session=%s username=%s remote=%s v2=%s",
+             name, logfmt.value(username), remote, extensions)
     cut_off = None
     try:
         while (raw := transport.receive()) is not None:
@@ -239,8 +241,8 @@ def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -
                 if not flood.admit(now):
                     if flood.flooding:
                         cut_off = FLOOD
-                        log.warning("event=flood session=%s username=%r remote=%s",
-                                    name, username, remote)
+                        log.warning("event=flood session=%s username=%s remote=%s",
+                                    name, logfmt.value(username), remote)
                         break
                     raise rate_limited(raw, limits, config.max_messages_per_second, extensions)
                 if not shared.admit(now):
@@ -251,7 +253,7 @@ def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -
             except BadFrame as bad:
                 dropped.labels(bad.kind).inc()
                 if bad.kind != "rate_limited":  # a flood would write a line per frame
-                    log.info("event=dropped session=%s reason=%r", name, bad.reason)
+                    log.info("event=dropped session=%s reason=%s", name, logfmt.value(bad.reason))
                 reply = error_frame(bad) if extensions else None
             if reply is not None:
                 try:
@@ -263,7 +265,7 @@ def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -
         session.stop(cut_off or "stopped")
         end = ended.wait(timeout=2)  # None: not stopped yet (a paused session stops later)
         metrics.disconnected(cut_off or (end and end.closed_with), transport.error_code)
-        log.info("event=ws_close session=%s username=%r sent=%s", name, username,
+        log.info("event=ws_close session=%s username=%s sent=%s", name, logfmt.value(username),
                  end.sent if end else "unknown")
 
 
