@@ -11,20 +11,20 @@ import os
 import sys
 
 
-def _load_app_module(name: str):
-    """One file of `app/` alone (config.py, logs.py), as the app reads it.
+def _load_module(package: str, name: str):
+    """One file alone (app/config.py, actors/logfmt.py), as the app reads it.
 
-    Importing the `app` package here, in the arbiter, would import
+    Importing the `app` or `actors` package here, in the arbiter, would import
     gevent-dependent modules before the worker monkey-patches.
     """
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app", f"{name}.py")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), package, f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"_nane_{name}", path)
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-_nane = _load_app_module("config").load_or_exit([])  # a bad value: one line, exit 2
+_nane = _load_module("app", "config").load_or_exit([])  # a bad value: one line, exit 2
 
 bind = "0.0.0.0:" + os.environ.get("PORT", "8022")
 if _nane.redis_url:
@@ -44,7 +44,7 @@ loglevel = "info"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"logfmt": {"()": _load_app_module("logs").LogfmtFormatter}},
+    "formatters": {"logfmt": {"()": _load_module("actors", "logfmt").LogfmtFormatter}},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
                             "formatter": "logfmt"}},
     "root": {"handlers": ["stdout"], "level": "INFO"},

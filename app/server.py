@@ -13,7 +13,11 @@ its HTTP answer before the upgrade. What the stock handler does not do:
 - write an answer's head and body with one vectored send, without copying
   the body (a room's history is cached once and shared by every reader);
 - switch off Nagle's algorithm on every accepted socket, so small frames leave
-  at once instead of waiting for delayed ACKs.
+  at once instead of waiting for delayed ACKs;
+- read raw UTF-8 in a request line as the original does: its bytes over 0x7F
+  are percent-encoded as the line is read (app/target.py says why), here for
+  gevent and, through `Utf8TargetRequest`, for gunicorn's own parser
+  (`-k gevent`), which would refuse them with 400.
 
 This is the one module that touches the internals of the servers we run
 under (pinned in requirements.txt; tests/test_library_shims.py checks them):
@@ -28,7 +32,10 @@ under (pinned in requirements.txt; tests/test_library_shims.py checks them):
   `alive` (its loop runs while it is true) and, for the gevent workers,
   `wsgi_handler` (read after the hook, when the worker starts serving); and
   its async workers take a StopIteration out of the WSGI call as "the app
-  answered by itself: close the connection" (`AnsweredUnderGunicorn`).
+  answered by itself: close the connection" (`AnsweredUnderGunicorn`);
+  its HTTP/1 parser builds each request as `RequestParser.mesg_class`, a
+  `Request` whose `parse_request_line(line_bytes)` reads the request line
+  (`Utf8TargetRequest`).
 """
 
 from __future__ import annotations
@@ -41,9 +48,12 @@ import gevent
 from flask import Response
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
+from gunicorn.http.message import Request as GunicornRequest
 
+from actors import logfmt
 from actors.chat.message import encode_error
 from app.ops.service import connections_of, cut_when_late
+from app.target import escape_raw_bytes
 from app.websocket.gevent_websocket_shim import AppUpgrades
 
 log = logging.getLogger("nane.server")
@@ -76,7 +86,8 @@ class NaneWebSocketHandler(AppUpgrades):
         self._cancel_deadline()
         self._started = time.monotonic()
         self._deadline = gevent.Timeout.start_new(self.request_timeout)
-        return super().read_requestline()
+        line = super().read_requestline()  # Latin-1 text, one character per byte
+        return escape_raw_bytes(line.encode("latin-1")).decode("latin-1")
 
     def read_request(self, raw_requestline):
         if not super().read_request(raw_requestline):
@@ -103,7 +114,7 @@ class NaneWebSocketHandler(AppUpgrades):
         if self._refusal is None:
             return super().handle_one_response()
         status, reason = self._refusal  # answered without reading a byte of the body
-        log.info("event=http_refused status=%s reason=%r remote=%s", status[:3], reason,
+        log.info("event=http_refused status=%s reason=%s remote=%s", status[:3], logfmt.value(reason),
                  self._remote())
         body = encode_error(reason)
         self.close_connection = True
@@ -192,6 +203,13 @@ def make_server(app, host: str, port: int) -> WSGIServer:
                       error_log=None)
 
 
+class Utf8TargetRequest(GunicornRequest):
+    """gunicorn's request, taking raw UTF-8 in its target as the original does (app/target.py)."""
+
+    def parse_request_line(self, line_bytes):
+        return super().parse_request_line(escape_raw_bytes(line_bytes))
+
+
 class AnsweredUnderGunicorn(Response):
     """After a websocket under `gunicorn -k gevent`: gunicorn writes nothing more, and closes."""
 
@@ -208,12 +226,15 @@ def prepare_gunicorn_worker(worker) -> None:
     connection. We take SIGTERM over: tell gunicorn's loop to stop (it closes
     the listener within a second), then close every websocket with 1001.
     """
+    from gunicorn.http.parser import RequestParser
+
     from app.ops.service import stop_gracefully
 
     app = worker.wsgi
     connections = connections_of(app)
     if connections is None:
         return  # not our app
+    RequestParser.mesg_class = Utf8TargetRequest  # `-k gevent`: gunicorn parses requests itself
     if isinstance(getattr(worker, "wsgi_handler", None), type) and issubclass(
             worker.wsgi_handler, WebSocketHandler):
         worker.wsgi_handler = handler_for(app)

@@ -184,7 +184,7 @@ def test_supervisor_gives_up_after_too_many_restarts(caplog):
     wait_for(lambda: not ref.alive)
     with pytest.raises(ActorStopped):
         ref.ask("anyone?", timeout=TIMEOUT)
-    assert "gives up" in caplog.text
+    assert "event=supervisor_gives_up" in caplog.text
 
 
 def test_an_actor_without_a_supervisor_that_dies_stops_and_fails_its_asks():

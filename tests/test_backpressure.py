@@ -40,7 +40,7 @@ def test_clients_that_stop_reading_are_cut_off_by_bytes_and_memory_stays_bounded
         assert code in (1008, None)
         sock.close()
     log = server.log()
-    assert log.count("reason='slow consumer'") >= len(stuck), log
+    assert log.count('reason="slow consumer"') >= len(stuck), log
     # 18 MB went out; four outboxes of 1 MiB (and the frames in their last writes) stayed.
     assert rss_after - rss_before < 12 * 1024 * 1024, (rss_before, rss_after)
     send(sender, room="big", text="after")
@@ -75,7 +75,7 @@ def test_a_fast_burst_within_the_rate_limits_loses_nothing(start_server):
         thread.join(90)
     assert received["reader"] == [str(i) for i in range(count)]
     assert received["sender"] == [str(i) for i in range(count)]
-    assert "reason='server busy" not in server.log() and "slow consumer" not in server.log()
+    assert 'reason="server busy' not in server.log() and "slow consumer" not in server.log()
 
 
 def _text_reader(sock):

@@ -213,6 +213,25 @@ def test_gunicorn_worker_internals():
     relies_on("gunicorn", "GeventPyWSGIWorker.wsgi_handler", hasattr(GeventPyWSGIWorker, "wsgi_handler"))
 
 
+def test_raw_utf8_request_lines_are_read_where_each_server_reads_them():
+    """app/server.py escapes raw bytes in gevent's read_requestline and gunicorn's request class."""
+    from gevent.pywsgi import WSGIHandler
+    from gunicorn.http.message import Request
+    from gunicorn.http.parser import RequestParser
+
+    from app.server import Utf8TargetRequest
+
+    relies_on("gevent", "WSGIHandler.read_requestline returning the line as Latin-1 text",
+              "line.decode('latin-1')" in code(WSGIHandler.read_requestline))
+    relies_on("gunicorn", "RequestParser building each request as self.mesg_class(...)",
+              RequestParser.mesg_class in (Request, Utf8TargetRequest)
+              and "self.mesg_class(" in code(RequestParser.__next__))
+    relies_on("gunicorn", "Request.parse_request_line(self, line_bytes)",
+              list(inspect.signature(Request.parse_request_line).parameters) == ["self", "line_bytes"])
+    relies_on("gunicorn", "Request reading its request line through self.parse_request_line(line)",
+              "self.parse_request_line(line)" in inspect.getsource(Request))
+
+
 def test_gunicorn_async_worker_closes_on_stop_iteration():
     """After a websocket, the -k gevent answer raises StopIteration: gunicorn then just closes."""
     from gunicorn.http import wsgi

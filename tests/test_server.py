@@ -94,7 +94,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_nobody_else_notices(start_se
     # buffer, so the server's log is where the reason shows)
     log = server.log()
     assert "event=slow_consumer session=session:1" in log
-    assert "event=disconnect session=session:1 code=1008 reason='slow consumer'" in log
+    assert 'event=disconnect session=session:1 code=1008 reason="slow consumer"' in log
     stuck.close()
 
 

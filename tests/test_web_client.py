@@ -72,7 +72,7 @@ def test_unread_counts_rise_in_rooms_not_open(server, open_page):
     expect(badge).to_have_text("2")
     post(alice, "third")
     expect(badge).to_have_text("3")
-    expect(carol).to_have_title("(3) elsewhere · nane")
+    expect(carol).to_have_title("(3) \u2068elsewhere\u2069 · nane")  # the name bidi-isolated
     # The most recently active room comes first.
     open_room(alice, "sport")
     post(alice, "goal")

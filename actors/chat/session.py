@@ -26,6 +26,7 @@ from typing import Protocol
 
 from gevent.event import AsyncResult
 
+from actors import logfmt
 from actors.chat.message import Frame
 from actors.chat.resume import Replay
 from actors.runtime.actor import Actor
@@ -156,7 +157,7 @@ class SessionActor(Actor):
                 self._transport.send(frames)
             except Exception as error:  # the peer is gone; the reader side will notice too
                 self._broken = True
-                log.info("event=write_failed session=%s error=%r", self.name, error)
+                log.info("event=write_failed session=%s error=%s", self.name, logfmt.value(repr(error)))
                 self._transport.close(1006, "write failed")
             else:
                 self.sent += len(frames)
@@ -179,7 +180,7 @@ class SessionActor(Actor):
                 self._transport.ping()
             except Exception as error:
                 self._broken = True
-                log.info("event=write_failed session=%s error=%r", self.name, error)
+                log.info("event=write_failed session=%s error=%s", self.name, logfmt.value(repr(error)))
                 self._transport.close(1006, "write failed")
                 return
             self._awaiting_pong_since = now
@@ -189,8 +190,8 @@ class SessionActor(Actor):
         """Close the socket now; the reader sees the end and stops this session."""
         self._broken = True
         self.closed_with = reason
-        log.info("event=disconnect session=%s code=%d reason=%r",
-                 self.name, reason.code, reason.reason)
+        log.info("event=disconnect session=%s code=%d reason=%s",
+                 self.name, reason.code, logfmt.value(reason.reason))
         self._transport.close(reason.code, reason.reason)
 
     def on_stop(self, reason) -> None:
@@ -200,8 +201,8 @@ class SessionActor(Actor):
             self.closed_with = reason
         try:
             if isinstance(reason, Disconnect):
-                log.info("event=disconnect session=%s code=%d reason=%r",
-                         self.name, reason.code, reason.reason)
+                log.info("event=disconnect session=%s code=%d reason=%s",
+                         self.name, reason.code, logfmt.value(reason.reason))
                 self._transport.close(reason.code, reason.reason)
             else:
                 self._transport.close(1000, "")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from gevent.event import AsyncResult, Event
 
+from actors import logfmt
 from actors.runtime.dispatcher import dispatcher
 from actors.runtime.faults import Faults
 from actors.runtime.tracing import Trace, tracing
@@ -165,8 +166,8 @@ class Actor:
 
     def on_failure(self, message: Any, error: Exception) -> None:
         """A message raised `error`; the actor goes on with the next one."""
-        log.error("actor=%s failed on %s: %r", self.name, type(message).__name__, error,
-                  exc_info=error)
+        log.error("event=actor_failed actor=%s message=%s error=%s", logfmt.value(self.name),
+                  type(message).__name__, logfmt.value(repr(error)), exc_info=error)
 
     def weigh(self, message: Any) -> int:
         """The bytes `message` counts against `mailbox_bytes` (only called when it is set).
@@ -341,7 +342,8 @@ class Actor:
         """A run ended by an exception from outside a message's own error handling."""
         self._started = False  # a restart runs on_start again, as a new greenlet would
         if self._supervised_by is None:
-            log.error("actor=%s died: %r", self.name, error)
+            log.error("event=actor_died actor=%s error=%s", logfmt.value(self.name),
+                      logfmt.value(repr(error)), exc_info=error)
             self._finish("died")
         elif not self._supervised_by.may_restart(self, error):
             self._give_up("too many restarts")
@@ -357,7 +359,7 @@ class Actor:
         except _Killed:
             pass  # killed while stopping: it is stopping anyway
         except Exception:
-            log.exception("actor=%s on_stop failed", self.name)
+            log.exception("event=on_stop_failed actor=%s", logfmt.value(self.name))
         finally:
             while self._mailbox:
                 message = self._mailbox.popleft()

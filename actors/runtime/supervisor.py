@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from actors import logfmt
 from actors.runtime.actor import Actor, ActorRef
 
 log = logging.getLogger("nane.supervisor")
@@ -49,13 +50,15 @@ class Supervisor:
         while recent and now - recent[0] > self.within_seconds:
             recent.popleft()
         if len(recent) >= self.max_restarts:
-            log.critical("supervisor=%s gives up on actor=%s after %d restarts in %ss",
-                         self.name, actor.name, len(recent), self.within_seconds)
+            log.critical("event=supervisor_gives_up supervisor=%s actor=%s restarts=%d seconds=%s",
+                         logfmt.value(self.name), logfmt.value(actor.name), len(recent),
+                         self.within_seconds)
             if self.on_give_up is not None:
                 self.on_give_up(actor.ref)
             return False
         recent.append(now)
         actor._restarts += 1
-        log.warning("supervisor=%s restarts actor=%s (its run ended: %r)",
-                    self.name, actor.name, error)
+        log.warning("event=supervisor_restarts supervisor=%s actor=%s error=%s",
+                    logfmt.value(self.name), logfmt.value(actor.name), logfmt.value(repr(error)),
+                    exc_info=error)
         return True

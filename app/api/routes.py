@@ -17,6 +17,7 @@ from actors.chat.registry import FindRoom, ListRooms
 from actors.chat.room import GetHistory
 from actors.runtime.actor import ActorError
 from app.api import contract
+from app.target import text
 
 JSON = "application/json; charset=utf-8"
 READ_METHODS = ["GET", "HEAD", "POST"]
@@ -72,6 +73,9 @@ _rooms_body: tuple[object, bytes] = ((), b'{"result":[]}')
 
 @bp.route("/rooms/<path:name>", methods=READ_METHODS)
 def room(name: str):
+    # werkzeug decodes the path as UTF-8 too, but merges some bytes that are not UTF-8 into one
+    # U+FFFD where the original gives one per byte (app/target.py)
+    name = text(request.environ["PATH_INFO"]).removeprefix(f"{bp.url_prefix}/rooms/")
     if name.endswith("/history"):
         return history(name.removesuffix("/history"))
     found = _directory().ask(FindRoom(name))

@@ -24,6 +24,7 @@ import time
 import gevent
 from flask import Blueprint, Flask, abort, current_app, request
 
+from actors import logfmt
 from actors.chat.hub import DelayDelivery, DisconnectAll, ListSessions
 from actors.chat.message import encode_result
 from actors.chat.registry import FindRoom, ForgetRooms
@@ -87,8 +88,9 @@ def install(app: Flask) -> None:
     token = config.controls_token or secrets.token_urlsafe(18)
     app.extensions["nane_controls"] = Controls(token)
     shown = "(NANE_CONTROLS_TOKEN)" if config.controls_token else token
-    log.warning("event=controls_on token=%s page=/actors#token=%s "
-                "msg=\"fault controls are ON: never on a public server\"", shown, shown)
+    log.warning("event=controls_on token=%s page=%s "
+                "msg=\"fault controls are ON: never on a public server\"", logfmt.value(shown),
+                logfmt.value(f"/actors#token={shown}"))
 
 
 def controls_of(app: Flask) -> Controls | None:
@@ -257,7 +259,7 @@ def _actor() -> ActorRef:
 
 
 def _record(control: str, actor: str, detail: str = "") -> None:
-    log.warning("event=control control=%s actor=%r%s remote=%s", control, actor,
+    log.warning("event=control control=%s actor=%s%s remote=%s", control, logfmt.value(actor),
                 f" {detail}" if detail else "", request.remote_addr)
     current_app.extensions["nane_metrics"].controls.labels(control).inc()
     _controls().remember(actor, control + (f" {detail}" if detail else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 
@@ -124,14 +125,22 @@ def client_address(environ: dict, trusted_proxies: frozenset[str]) -> str:
 
     gunicorn's `forwarded_allow_ips` convention: `X-Forwarded-For` is believed
     only from a peer in `trusted_proxies` (or any peer with "*"), and then its
-    last entry, the one that proxy appended, is the client.
+    last entry, the one that proxy appended, is the client. An entry that is
+    not an IP address (or carries an IPv6 zone, `%<any text>`) is refused and
+    the peer counts: it would be a key for the per-address limits and a string
+    in the log that anyone can choose.
     """
     peer = environ.get("REMOTE_ADDR") or "-"
     if "*" in trusted_proxies or peer in trusted_proxies:
         forwarded = [part.strip() for part in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         forwarded = [part for part in forwarded if part]
         if forwarded:
-            return forwarded[-1]
+            try:
+                address = ipaddress.ip_address(forwarded[-1])
+            except ValueError:
+                return peer
+            if not getattr(address, "scope_id", None):  # `fe80::1%<anything>` is no client's
+                return str(address)
     return peer
 
 

@@ -25,6 +25,7 @@ import greenlet
 from flask import Blueprint, Flask, Response, current_app, request
 from gevent.event import Event
 
+from actors import logfmt
 from actors.chat.hub import DrainAll
 from actors.chat.message import encode_error, encode_result
 from actors.chat.session import GOING_AWAY
@@ -117,7 +118,7 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
         chat.registry.ask(Probe(), timeout=max(drain_until - time.monotonic(), 0.1))
         sessions = chat.hub.ask(DrainAll(GOING_AWAY), timeout=max(drain_until - time.monotonic(), 0.1))
     except ActorError as error:
-        log.warning("event=drain_failed error=%r", error)
+        log.warning("event=drain_failed error=%s", logfmt.value(repr(error)))
     cut_off = 0
     for session in sessions:
         if not session.join(timeout=max(drain_until - time.monotonic(), 0)):

@@ -19,3 +19,16 @@ class Upgraded(NamedTuple):
     socket: socket.socket
     rfile: BinaryIO
     answer: type[Response]
+
+
+class ClientGone(ConnectionError):
+    """The client went away (a reset, a closed socket) while its handshake was being answered.
+
+    Nothing more can be written to it, and a peer that leaves is no server
+    error: the /ws view logs one line and returns `answer()`, after which the
+    server it runs under writes nothing more.
+    """
+
+    def __init__(self, answer: type[Response]):
+        super().__init__("the client went away during the handshake")
+        self.answer = answer

@@ -26,7 +26,7 @@ from flask import Response
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
-from app.websocket import Upgraded
+from app.websocket import ClientGone, Upgraded
 
 ACCEPT = "nane.gevent_websocket.accept"  # environ key: `AppUpgrades._accept` of this request
 
@@ -55,7 +55,10 @@ class AppUpgrades(WebSocketHandler):
             return None
         websocket.closed = True  # dropped now: its __del__ would write a close frame
         del self.websocket, websocket
-        self.write(b"")  # the 101, now
+        try:
+            self.write(b"")  # the 101, now
+        except ConnectionError as error:  # gevent marked the headers sent: it writes nothing more
+            raise ClientGone(_Answered) from error
         self.upgraded()
         return Upgraded(self.socket, self.rfile, _Answered)
 
@@ -78,5 +81,9 @@ def upgraded_already(environ: dict) -> Upgraded | None:
 
 
 def accept(environ: dict) -> Upgraded | None:
-    """Answer the handshake (101) and take the socket; None when gevent-websocket refused it."""
+    """Answer the handshake (101) and take the socket; None when gevent-websocket refused it.
+
+    Raises:
+        ClientGone: the client went away before the 101 was out.
+    """
     return environ[ACCEPT]()

@@ -22,11 +22,11 @@ import itertools
 import logging
 import time
 from typing import NamedTuple
-from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, current_app, request
 from gevent.event import AsyncResult
 
+from actors import logfmt
 from actors.chat.hub import Join, Leave
 from actors.chat.message import PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame, parse_frame
 from actors.chat.registry import Post
@@ -37,7 +37,8 @@ from actors.runtime.actor import ActorStopped, MailboxFull
 from app.ops.limits import FloodGuard
 from app.ops.metrics import FLOOD
 from app.ops.service import Connections, lift_request_deadline
-from app.websocket import Upgraded, gevent_websocket_shim, simple_websocket_shim
+from app.target import query_values
+from app.websocket import ClientGone, Upgraded, gevent_websocket_shim, simple_websocket_shim
 from app.websocket.transport import Binary, WebSocketTransport
 
 log = logging.getLogger("nane.ws")
@@ -57,7 +58,7 @@ def websocket():
     """One connection from its handshake to its end."""
     config = current_app.config["NANE"]
     environ = request.environ
-    query = request.query_string.decode("latin-1")
+    query = query_values(request.query_string)  # raw UTF-8 bytes too (app/target.py)
     username = username_from_query(query, config.max_username_length)
     upgraded = gevent_websocket_shim.upgraded_already(environ)
     refusal = refusal_of(environ, username, upgraded is not None)
@@ -70,9 +71,14 @@ def websocket():
     connections: Connections = current_app.extensions["nane_connections"]
     try:  # from here on this request holds a connection slot
         if upgraded is None:
-            upgraded = (gevent_websocket_shim.accept(environ)
-                        if gevent_websocket_shim.serves(environ)
-                        else simple_websocket_shim.accept(environ))
+            try:
+                upgraded = (gevent_websocket_shim.accept(environ)
+                            if gevent_websocket_shim.serves(environ)
+                            else simple_websocket_shim.accept(environ))
+            except ClientGone as gone:  # a peer that leaves is no error: one line, no traceback
+                log.info("event=ws_gone stage=handshake username=%s remote=%s",
+                         logfmt.value(username), connections.address_of(environ))
+                return gone.answer()
         if upgraded is None:
             return Refusal(400, "websocket handshake refused", 1002).response()
         lift_request_deadline(environ)  # a websocket lives as long as it likes (-k gevent's hook)
@@ -112,7 +118,7 @@ SLOT_REFUSALS = {  # Connections.acquire's answer: metric label, HTTP status, cl
 def refusal_of(environ: dict, username: str, upgraded: bool) -> Refusal | None:
     """Why this client is not served, in SPEC's order; None when it is, holding a connection slot."""
     if not upgraded and (bad := handshake_refusal(environ)) is not None:
-        log.info("event=ws_bad_handshake status=%d reason=%r", bad.status, bad.reason)
+        log.info("event=ws_bad_handshake status=%d reason=%s", bad.status, logfmt.value(bad.reason))
         return bad
     if not username:
         return NAMELESS
@@ -124,7 +130,8 @@ def refusal_of(environ: dict, username: str, upgraded: bool) -> Refusal | None:
         return None
     label, status, code = SLOT_REFUSALS[why]
     current_app.extensions["nane_metrics"].refused.labels(label).inc()
-    log.info("event=ws_refused username=%r reason=%r open=%d", username, why, connections.open)
+    log.info("event=ws_refused username=%s reason=%s open=%d", logfmt.value(username),
+             logfmt.value(why), connections.open)
     return Refusal(status, why, code, (("Retry-After", "5"),), json=True)
 
 
@@ -168,28 +175,27 @@ def make_transport(upgraded: Upgraded, config) -> WebSocketTransport:
                               write_timeout=config.write_timeout_seconds)
 
 
-def username_from_query(query: str, max_length: int) -> str:
+def username_from_query(query: dict[str, str], max_length: int) -> str:
     """SPEC: form-decoded, trimmed, `name` when `username` is missing or blank, then cut."""
-    params = parse_qs(query, keep_blank_values=True)
     for key in ("username", "name"):
-        value = (params.get(key) or [""])[0].strip()
+        value = query.get(key, "").strip()
         if value:
             return value[:max_length]
     return ""
 
 
-def opted_in(query: str) -> bool:
+def opted_in(query: dict[str, str]) -> bool:
     """`?v=2` asks for extension frames (errors for dropped messages)."""
-    return (parse_qs(query).get("v") or [""])[0] == "2"
+    return query.get("v") == "2"
 
 
-def since_from_query(query: str) -> str | None:
+def since_from_query(query: dict[str, str]) -> str | None:
     """`?v=2&since=<position>`: where to resume from ("" for just the current position)."""
-    values = parse_qs(query, keep_blank_values=True).get("since")
-    return values[0].strip() if values else None
+    since = query.get("since")
+    return since.strip() if since is not None else None
 
 
-def serve(transport: WebSocketTransport, username: str, query: str) -> None:
+def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -> None:
     """Run one connection until it closes: read frames, post messages, answer pings."""
     chat = current_app.extensions["nane"]
     config = current_app.config["NANE"]
@@ -208,8 +214,8 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
         if flood.admit(time.monotonic()):
             return True
         if flood.flooding:
-            log.warning("event=flood session=%s username=%r remote=%s frames=control",
-                        name, username, remote)
+            log.warning("event=flood session=%s username=%s remote=%s frames=control",
+                        name, logfmt.value(username), remote)
             transport.refuse(FLOOD.code, FLOOD.reason)
         return False
 
@@ -233,8 +239,8 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
         except ActorStopped:
             session.stop(TRY_LATER)
     metrics.connections.inc()
-    log.info("event=ws_open session=%s username=%r remote=%s v2=%s",
-             name, username, remote, extensions)
+    log.info("event=ws_open session=%s username=%s remote=%s v2=%s",
+             name, logfmt.value(username), remote, extensions)
     cut_off = None
     try:
         while (raw := transport.receive()) is not None:
@@ -244,8 +250,8 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
                 if not flood.admit(now):
                     if flood.flooding:
                         cut_off = FLOOD
-                        log.warning("event=flood session=%s username=%r remote=%s",
-                                    name, username, remote)
+                        log.warning("event=flood session=%s username=%s remote=%s",
+                                    name, logfmt.value(username), remote)
                         break
                     raise rate_limited(raw, limits, config.max_messages_per_second, extensions)
                 if not shared.admit(now):
@@ -257,7 +263,7 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
             except BadFrame as bad:
                 dropped.labels(bad.kind).inc()
                 if bad.kind != "rate_limited":  # a flood would write a line per frame
-                    log.info("event=dropped session=%s reason=%r", name, bad.reason)
+                    log.info("event=dropped session=%s reason=%s", name, logfmt.value(bad.reason))
                 reply = error_frame(bad) if extensions else None
             if reply is not None:
                 try:
@@ -269,7 +275,7 @@ def serve(transport: WebSocketTransport, username: str, query: str) -> None:
         session.stop(cut_off or "stopped")
         end = ended.wait(timeout=2)  # None: not stopped yet (a paused session stops later)
         metrics.disconnected(cut_off or (end and end.closed_with), transport.error_code)
-        log.info("event=ws_close session=%s username=%r sent=%s", name, username,
+        log.info("event=ws_close session=%s username=%s sent=%s", name, logfmt.value(username),
                  end.sent if end else "unknown")
 
 

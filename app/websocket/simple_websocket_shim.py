@@ -25,7 +25,7 @@ from __future__ import annotations
 from simple_websocket import Server
 
 from app.server import READ_BUFFER_BYTES, AnsweredUnderGunicorn
-from app.websocket import Upgraded
+from app.websocket import ClientGone, Upgraded
 
 
 class NeverStarted:
@@ -39,7 +39,14 @@ class NeverStarted:
 
 
 def accept(environ: dict) -> Upgraded:
-    """Answer the handshake (101) and take the socket."""
+    """Answer the handshake (101) and take the socket.
+
+    Raises:
+        ClientGone: the client went away before the 101 was out.
+    """
     environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-    sock = Server.accept(environ, thread_class=NeverStarted).sock
+    try:
+        sock = Server.accept(environ, thread_class=NeverStarted).sock
+    except ConnectionError as error:
+        raise ClientGone(AnsweredUnderGunicorn) from error
     return Upgraded(sock, sock.makefile("rb", READ_BUFFER_BYTES), AnsweredUnderGunicorn)

@@ -39,6 +39,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
+from actors import logfmt
 from actors.chat.message import Frame
 from actors.chat.wire import (
     NO_STATUS,
@@ -141,7 +142,7 @@ class WebSocketTransport:
         if self.closed:
             return
         self.error_code = code
-        log.info("event=ws_refused_frame code=%d reason=%r", code, reason)
+        log.info("event=ws_refused_frame code=%d reason=%s", code, logfmt.value(reason))
         if self._send_close(code, reason):
             self._drain(drain)
         self.close(code, reason)

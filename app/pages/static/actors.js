@@ -2,7 +2,8 @@
 //
 // Polling is what switches the server's message tracing on (it stays on for a
 // few seconds after the last poll), so this page costs the server nothing once
-// it is closed or paused. Every name and message is put on the page as text.
+// it is closed or paused. Every name and message is put on the page as text;
+// names through names.js (naneNames), which shows hidden characters and isolates each name.
 //
 // With the server started with --controls, the page also carries fault
 // controls: it asks for the token printed at start (or takes it from the
@@ -88,9 +89,9 @@
     li.dataset.actor = actor.name;
     li.dataset.kind = actor.kind;
     const head = el("div", "card-head");
-    head.append(el("span", "card-title", title(actor)));
+    head.append(naneNames.node(title(actor), "card-title"));
     head.append(el("span", "tag", actor.kind));
-    if (actor.name !== title(actor)) head.append(el("span", "card-name", actor.name));
+    if (actor.name !== title(actor)) head.append(naneNames.node(actor.name, "card-name"));
     const bar = el("div", "bar");
     bar.append(el("div", "bar-fill"));
     bar.hidden = true;
@@ -151,7 +152,7 @@
         ...recent.map((r) => {
           const item = el("li");
           const at = el("time", "at", Number.isFinite(r.at) ? formatAt(r.at) : "");
-          item.append(at, el("span", "what", String(r.message)));
+          item.append(at, naneNames.node(String(r.message), "what"));
           return item;
         }),
       );
@@ -210,6 +211,7 @@
   function makeButtons(card, actor) {
     const box = el("div", "faults");
     const name = actor.name;
+    const shown = naneNames.isolated(name); // in the status line
     const buttons = {};
     const add = (key, label, onClick, danger) => {
       const button = el("button", danger ? "danger" : "", label);
@@ -219,18 +221,18 @@
       box.append(button);
       buttons[key] = button;
     };
-    add("crash", "crash", () => run(`crash ${name}`, "crash", { actor: name }), true);
+    add("crash", "crash", () => run(`crash ${shown}`, "crash", { actor: name }), true);
     add("pause", "pause", () => {
       const control = card.last && card.last.paused ? "resume" : "pause";
-      run(`${control} ${name}`, control, { actor: name });
+      run(`${control} ${shown}`, control, { actor: name });
     });
     add("slow", "slow down", () => {
       const ms = card.last && card.last.slow_ms ? 0 : faultMs();
-      run(`slow ${name} to ${ms} ms`, "slow", { actor: name, ms });
+      run(`slow ${shown} to ${ms} ms`, "slow", { actor: name, ms });
     });
     if (actor.kind === "room") {
       add("crash-until-give-up", "crash until it gives up",
-        () => run(`crash ${name} until it gives up`, "crash-until-give-up", { actor: name }), true);
+        () => run(`crash ${shown} until it gives up`, "crash-until-give-up", { actor: name }), true);
     }
     if (actor.kind === "session") {
       const how = el("select", "");
@@ -243,7 +245,7 @@
       box.append(how);
       buttons.how = how;
       add("disconnect", "disconnect",
-        () => run(`disconnect ${name} (${how.value})`, "disconnect", { actor: name, how: how.value }), true);
+        () => run(`disconnect ${shown} (${how.value})`, "disconnect", { actor: name, how: how.value }), true);
     }
     if (actor.kind === "hub") {
       add("delay", "delay delivery", () => {

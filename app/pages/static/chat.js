@@ -14,7 +14,8 @@
 // the server answers `{"gone"}` (it restarted, or no longer keeps them) does
 // the client read the room list and histories again, and say so on the page.
 //
-// Everything a user typed is put on the page with textContent, never as HTML.
+// Everything a user typed is put on the page with textContent, never as HTML;
+// names through names.js (naneNames), which shows hidden characters and isolates each name.
 "use strict";
 
 (() => {
@@ -469,14 +470,15 @@
       button.type = "button";
       button.addEventListener("click", () => openRoom(room.name));
       const top = el("span", "room-top");
-      top.append(el("span", "room-name", room.name));
+      top.append(naneNames.node(room.name, "room-name"));
       const time = el("time", "room-time", formatTime(room.last.created));
       time.dateTime = room.last.created;
       top.append(time);
       const bottom = el("span", "room-bottom");
       const last = el("span", "room-last");
-      last.append(el("span", "room-last-sender", room.last.sender.username + ": "));
-      last.append(document.createTextNode(room.last.text));
+      const sender = el("span", "room-last-sender");
+      sender.append(naneNames.node(room.last.sender.username), ": ");
+      last.append(sender, el("bdi", "", room.last.text));
       bottom.append(last);
       if (room.unread > 0) {
         const badge = el("span", "badge", String(room.unread));
@@ -490,7 +492,8 @@
     list.replaceChildren(...items);
     $("rooms-empty").hidden = rooms.length > 0;
     const unread = rooms.reduce((sum, r) => sum + r.unread, 0);
-    document.title = (unread ? `(${unread}) ` : "") + (state.openName ? `${state.openName} · nane` : "nane");
+    document.title = (unread ? `(${unread}) ` : "") +
+      (state.openName ? `${naneNames.isolated(state.openName)} · nane` : "nane");
   }
 
   function messageElement(m) {
@@ -498,23 +501,30 @@
     if (m.sender.username === state.username) li.classList.add("mine");
     li.dataset.created = m.created;
     const meta = el("div", "meta");
-    meta.append(el("span", "sender", m.sender.username));
+    meta.append(naneNames.node(m.sender.username, "sender"));
     const time = el("time", "time", formatTime(m.created));
     time.dateTime = m.created;
     time.title = m.created;
     meta.append(time);
-    li.append(meta, el("div", "text", m.text));
+    li.append(meta, textElement(m.text));
     return li;
+  }
+
+  // A message's text in its own direction (dir=auto isolates it): an override inside stays inside.
+  function textElement(text) {
+    const node = el("div", "text", text);
+    node.dir = "auto";
+    return node;
   }
 
   function pendingElement(u, error) {
     const li = el("li", "msg mine pending");
     li.dataset.id = u.id;
     const meta = el("div", "meta");
-    meta.append(el("span", "sender", state.username));
+    meta.append(naneNames.node(state.username, "sender"));
     meta.append(el("span", "state", error ? `not sent: ${error}` : "sending…"));
     if (error) li.classList.add("failed");
-    li.append(meta, el("div", "text", u.text));
+    li.append(meta, textElement(u.text));
     return li;
   }
 
@@ -524,7 +534,7 @@
     const key = state.openKey;
     const room = key ? state.rooms.get(key) : null;
     const list = $("messages");
-    $("room-title").textContent = key ? state.openName : "Pick a room";
+    $("room-title").replaceChildren(key ? naneNames.node(state.openName) : "Pick a room");
     $("room-placeholder").hidden = Boolean(key);
     $("composer").hidden = !key;
     $("room-new").hidden = !(key && room && room.loaded && room.messages.size === 0);
@@ -647,7 +657,7 @@
     $("login").hidden = true;
     $("chat").hidden = false;
     $("me").hidden = false;
-    $("me").textContent = state.username + " ✎";
+    $("me").replaceChildren(naneNames.node(state.username), " ✎");
     showRoomFromHash();
     connect();
   }
