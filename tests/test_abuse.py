@@ -8,7 +8,7 @@ never speed: a probe must come back within `DEADLINE` (generous), RSS growth
 must stay under the budget the README derives from the limits, and SIGTERM
 must still end the process with 0 within its grace.
 
-The slower variants are marked `slow` and run when NANE_SLOW_TESTS=1.
+The slower variants are marked `slow` and run when NANE_SLOW_TESTS=1 (.ci/run sets it).
 """
 
 from __future__ import annotations
