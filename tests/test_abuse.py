@@ -35,6 +35,7 @@ from actors.chat.wire import (
     close_payload,
     frame_header,
     handshake_request,
+    parse_close,
     server_frame,
 )
 from tests.conftest import receive, receive_close, send
@@ -614,3 +615,62 @@ def test_messages_per_address_are_limited_and_forwarded_for_only_from_a_trusted_
                              forwarded_allow_ips="192.0.2.1")
     _, limited = _sent_and_limited(untrusted, spoofed)
     assert limited > 0  # the header is ignored from a proxy nobody trusts
+
+
+# -- 14. frames that are valid but cost much to parse ------------------------------------
+
+def paced_attack(sock: socket.socket, frame: bytes, per_second: float, seconds: float,
+                 closes: list) -> threading.Thread:
+    """Send `frame` `per_second` times a second for at most `seconds`, reading what comes back.
+
+    Appends the server's close frame, `(code, reason)`, to `closes` when one arrives.
+    """
+    def run():
+        import select
+
+        parser = FrameParser()
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                sock.sendall(frame)
+                pause_until = time.monotonic() + 1 / per_second
+                while (left := pause_until - time.monotonic()) > 0:
+                    if not select.select([sock], [], [], left)[0]:
+                        continue
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    for _, opcode, payload in parser.feed(chunk):
+                        if opcode == OP_CLOSE:
+                            closes.append(parse_close(payload))
+                            return
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_frames_costly_to_parse_from_one_address_stall_nobody_and_are_closed(start_server, mode):
+    """Issue 22, item 5: 20 connections from one address, each under the per-connection
+    frame rate, send valid 125 KB frames of 29 integers of 4,300 digits (milliseconds of
+    `json.loads` each). They are charged by their length and dropped unparsed, the drops by
+    the address's budget close them as a flood does (1008), and a bystander from another
+    address is answered within a second all along."""
+    server = start_server(mode)
+    payload = ('{"n":[' + ",".join(["7" * 4300] * 29) + "]}").encode()
+    frame = client_frame(OP_TEXT, payload, mask=MASK)
+    closes: list = []
+    with Watch(server, f"abuse_costly_frames[{mode}]", interval=0.1, deadline=1.0) as watch:
+        attackers = [raw_upgrade(server.port, f"costly{i}&v=2", source="127.0.0.2")
+                     for i in range(20)]
+        threads = [paced_attack(sock, frame, per_second=15, seconds=15, closes=closes)
+                   for sock in attackers]
+        for thread in threads:
+            thread.join(20)
+        watch.assert_alive()
+    for sock in attackers:
+        sock.close()
+    assert closes == [(1008, "too many messages")] * 20, closes
