@@ -38,6 +38,7 @@ from actors.chat.wire import (
     parse_close,
     server_frame,
 )
+from tests.conftest import MODES as RUN_MODES
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, wait_for
 
@@ -674,3 +675,54 @@ def test_frames_costly_to_parse_from_one_address_stall_nobody_and_are_closed(sta
     for sock in attackers:
         sock.close()
     assert closes == [(1008, "too many messages")] * 20, closes
+
+
+# -- 15. idle connections and file descriptors ---------------------------------------------
+
+def open_idle(port: int, source: str, count: int, seconds: float = 10.0) -> list[socket.socket]:
+    """Up to `count` TCP connections from `source` that never send a byte (at most `seconds`)."""
+    held, deadline = [], time.monotonic() + seconds
+    while len(held) < count and time.monotonic() < deadline:
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.settimeout(0.5)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:  # the listen queue is full: a server that stopped accepting
+            sock.close()
+            continue
+        held.append(sock)
+    return held
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_idle_sockets_from_one_address_leave_descriptors_for_everyone_else(start_server, mode):
+    """Issue 22, item 2: with 256 file descriptors, one address (127.0.0.2) opens 300 idle
+    TCP connections; /healthz and a websocket from another address (127.0.0.1) still answer
+    within a second. Then six addresses take every descriptor there is: the accept loop
+    pauses with one log line, no traceback, and serves again once they let go."""
+    limit = 256
+    server = start_server(mode, command=lambda port: [
+        "prlimit", f"--nofile={limit // 2}:{limit}", "--", *RUN_MODES[mode](port)])
+    wait_for(lambda: f"event=file_limit soft={limit} hard={limit} was={limit // 2} "
+             "sockets_per_address=48" in server.log(), what="the file limit raised and logged")
+    idle = open_idle(server.port, "127.0.0.2", limit + 44)
+    assert len(idle) == limit + 44  # the server takes them all off its queue
+    status, _, body = server.request("/healthz", timeout=1.0)
+    assert status == 200, body
+    ws = websocket.create_connection(f"{server.ws_base}/ws?username=second", timeout=1.0)
+    send(ws, room="r", text="still room for me")
+    assert receive(ws, timeout=1.0)["text"] == "still room for me"
+    assert "event=sockets_refused remote=127.0.0.2 held=48 share=48" in server.log()
+
+    crowd = [sock for n in range(3, 9) for sock in open_idle(server.port, f"127.0.0.{n}", 48, 3)]
+    wait_for(lambda: "event=accept_paused error=EMFILE" in server.log(),
+             what="the accept loop to run out of descriptors")
+    for sock in idle + crowd:
+        sock.close()
+    wait_for(lambda: server.request("/healthz", timeout=1.0)[0] == 200, timeout=15,
+             what="the server to accept again")
+    log = server.log()
+    assert "Traceback" not in log and "Too many open files" not in log, log[-3000:]
+    assert log.count("event=accept_paused") <= 5, log.count("event=accept_paused")
+    ws.close()

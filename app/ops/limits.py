@@ -138,3 +138,52 @@ def client_address(environ: dict, trusted_proxies: frozenset[str]) -> str:
 def trusted_proxies(setting: str) -> frozenset[str]:
     """`forwarded_allow_ips` ("127.0.0.1,::1", or "*") as a set of addresses."""
     return frozenset(part.strip() for part in setting.split(",") if part.strip())
+
+
+class AcceptedSockets:
+    """Open TCP connections per client address, counted from `accept()` to close.
+
+    A connection costs a file descriptor from the moment it is accepted,
+    whether or not it ever sends a request; the process has a fixed number of
+    them (RLIMIT_NOFILE). Without a share per address, one address holding
+    idle connections leaves none for anybody else. Each address may hold
+    `share` at once; a connection beyond it is closed as soon as it is
+    accepted. Peers in `exempt` (trusted proxies, which forward many clients)
+    are not counted: behind a proxy the share is the proxy's to keep.
+
+    Args:
+        share: connections one address may hold open at once.
+        exempt: peer addresses that are not counted (`trusted_proxies`; "*": none is).
+    """
+
+    def __init__(self, share: int, exempt: frozenset[str] = frozenset()):
+        self.share = share
+        self.exempt = exempt
+        self._open: dict[str, int] = {}
+        self.refused: dict[str, int] = {}  # connections refused since the address was last under its share
+
+    def admit(self, address: str) -> bool:
+        """A connection from `address` was accepted: may it stay open?"""
+        if address in self.exempt or "*" in self.exempt:
+            return True
+        held = self._open.get(address, 0)
+        if held >= self.share:
+            self.refused[address] = self.refused.get(address, 0) + 1
+            return False
+        self._open[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """A connection that `admit` let in has closed."""
+        if address in self.exempt or "*" in self.exempt:
+            return
+        held = self._open.get(address, 0) - 1
+        if held > 0:
+            self._open[address] = held
+        else:
+            self._open.pop(address, None)
+        if held < self.share:
+            self.refused.pop(address, None)
+
+    def held(self, address: str) -> int:
+        return self._open.get(address, 0)
