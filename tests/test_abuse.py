@@ -726,3 +726,54 @@ def test_idle_sockets_from_one_address_leave_descriptors_for_everyone_else(start
     assert "Traceback" not in log and "Too many open files" not in log, log[-3000:]
     assert log.count("event=accept_paused") <= 5, log.count("event=accept_paused")
     ws.close()
+
+
+# -- 16. the actor view of a big server --------------------------------------------------
+
+def make_rooms(server, count: int, batch: int = 500) -> None:
+    """`count` rooms of one message each, posted and echoed in batches (the outbox keeps up)."""
+    poster = server.connect("builder")
+    for start in range(0, count, batch):
+        for i in range(start, min(start + batch, count)):
+            send(poster, room=f"room{i}", text="x")
+        last = f"room{min(start + batch, count) - 1}"
+        while receive(poster, timeout=30)["room"] != last:
+            pass
+    poster.close()
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_polling_the_actor_view_of_10000_rooms_stalls_nobody(start_server, mode):
+    """Issue 22, item 6: with 10,000 rooms, eight clients polling /api/actors as fast as they
+    can get a bounded answer (100 rooms listed, the totals given), and a bystander's echo and
+    /healthz answer within a second all along."""
+    server = start_server(mode, max_messages_per_second=100000, max_flood_seconds=1000)
+    make_rooms(server, 10000)
+    sizes: list[int] = []
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def poll():
+        for _ in range(2000):  # bounded in count, and in time by `stop`
+            if stop.is_set():
+                return
+            status, _, body = server.request("/api/actors", timeout=10)
+            statuses.append(status)
+            sizes.append(len(body))
+
+    with Watch(server, f"abuse_actor_view[{mode}]", interval=0.1, deadline=1.0) as watch:
+        pollers = [threading.Thread(target=poll, daemon=True) for _ in range(8)]
+        for poller in pollers:
+            poller.start()
+        stop.wait(5)  # the polling runs this long while the bystander is probed
+        stop.set()
+        for poller in pollers:
+            poller.join(15)
+        watch.assert_alive()
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    view = server.get("/api/actors")["result"]
+    rooms = [actor for actor in view["actors"] if actor["kind"] == "room"]
+    assert view["rooms_total"] == 10000 and len(rooms) == 100  # max_rooms, "probe" included
+    assert [room["room"] for room in rooms[:2]] == ["probe", "room9999"]  # most recently active first
+    assert max(sizes) < 200_000, max(sizes)  # not 2.9 MB
+    figure(f"abuse_actor_view[{mode}]", polls=len(statuses), answer_kb=round(max(sizes) / 1024))
