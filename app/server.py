@@ -133,8 +133,7 @@ class NaneWebSocketHandler(AppUpgrades):
         self._cancel_deadline()  # a websocket lives as long as it likes
 
     def _remote(self) -> str:
-        address = self.client_address
-        return address[0] if isinstance(address, tuple) else str(address)
+        return _host(self.client_address)
 
     def handle_one_request(self):
         try:
