@@ -51,6 +51,8 @@ class Config:
     max_messages_per_second_per_address: int = 200
     forwarded_allow_ips: str = "127.0.0.1,::1"
     max_outbox_bytes: int = 4 * 1024 * 1024
+    max_sockets_per_address: int = 1100
+    max_actors_listed: int = 100
     debug: bool = False
     redis_url: str = ""  # empty: rooms live in this one process's memory
     redis_stream_messages: int = 10000  # how far back a ?v=2 client can resume, with Redis
@@ -150,6 +152,12 @@ HELP = {
                            "client address, like gunicorn's setting",
     "max_outbox_bytes": "bytes of frames waiting for a client before it is cut off as too slow "
                         "(1008)",
+    "max_sockets_per_address": "TCP connections one client address may hold open at once, "
+                               "websockets and HTTP alike, counted from accept(); more are closed "
+                               "at once. Never more than a quarter of the file descriptors the "
+                               "process may open, less 64 (the log says what that is at start)",
+    "max_actors_listed": "rooms (the most recently active) and sessions (the oldest) each "
+                         "listed in /api/actors at most; the answer gives their totals too",
     "debug": "serve /debug/stats (greenlet count, memory); off on the public internet",
     "redis_url": "redis://HOST:PORT/DB shared by every process that serves the same rooms",
     "redis_stream_messages": "with Redis: about this many recent messages are kept in the stream "

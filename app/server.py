@@ -19,6 +19,12 @@ its HTTP answer before the upgrade. What the stock handler does not do:
   gevent and, through `Utf8TargetRequest`, for gunicorn's own parser
   (`-k gevent`), which would refuse them with 400.
 
+And what the stock servers do not do (`SharesDescriptors`, in all three run
+modes): count every accepted socket against its address from `accept()` on,
+closing one over the address's share of file descriptors at once, and turn
+running out of descriptors (EMFILE) into a brief pause of the accept loop with
+one log line, where gevent printed a traceback per attempt.
+
 This is the one module that touches the internals of the servers we run
 under (pinned in requirements.txt; tests/test_library_shims.py checks them):
 
@@ -27,12 +33,19 @@ under (pinned in requirements.txt; tests/test_library_shims.py checks them):
   `response_headers`, `response_use_chunked`, `response_length`,
   `headers_sent`). The rest are WSGIHandler's documented methods
   (`read_requestline`, `read_request`, `handle_one_request`,
-  `handle_one_response`);
+  `handle_one_response`). `SharesDescriptors` overrides the server's
+  `do_read` (accept one connection: `(socket, address)` or None) and
+  `do_close(socket, address)` (called once for every connection `do_read`
+  returned, when its handler ends), and uses `start_accepting`,
+  `stop_accepting` and `started`;
 - gunicorn 27.0.1: the worker that `post_worker_init` gets has `wsgi`, `pid`,
   `alive` (its loop runs while it is true) and, for the gevent workers,
-  `wsgi_handler` (read after the hook, when the worker starts serving); and
+  `wsgi_handler` and `server_class` (read after the hook, when the worker
+  starts serving: `server_class(listener, application=, spawn=, log=,
+  handler_class=, environ=)`, or, when it is None as in `-k gevent`, a
+  `StreamServer(listener, handle=partial(worker.handle, listener), spawn=)`);
   its async workers take a StopIteration out of the WSGI call as "the app
-  answered by itself: close the connection" (`AnsweredUnderGunicorn`);
+  answered by itself: close the connection" (`AnsweredUnderGunicorn`); and
   its HTTP/1 parser builds each request as `RequestParser.mesg_class`, a
   `Request` whose `parse_request_line(line_bytes)` reads the request line
   (`Utf8TargetRequest`).
@@ -40,18 +53,23 @@ under (pinned in requirements.txt; tests/test_library_shims.py checks them):
 
 from __future__ import annotations
 
+import errno
 import logging
+import resource
 import socket
 import time
+from functools import partial
 
 import gevent
 from flask import Response
 from gevent.pywsgi import WSGIServer
+from gevent.server import StreamServer
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.http.message import Request as GunicornRequest
 
 from actors import logfmt
 from actors.chat.message import encode_error
+from app.ops.limits import AcceptedSockets, trusted_proxies
 from app.ops.service import connections_of, cut_when_late
 from app.target import escape_raw_bytes
 from app.websocket.gevent_websocket_shim import AppUpgrades
@@ -126,8 +144,7 @@ class NaneWebSocketHandler(AppUpgrades):
         self._cancel_deadline()  # a websocket lives as long as it likes
 
     def _remote(self) -> str:
-        address = self.client_address
-        return address[0] if isinstance(address, tuple) else str(address)
+        return _host(self.client_address)
 
     def handle_one_request(self):
         try:
@@ -191,6 +208,105 @@ class NaneWebSocketHandler(AppUpgrades):
                 views[0] = views[0][sent:]
 
 
+# -- file descriptors: a share per address, and a pause when they run out ----------
+
+RESERVED_DESCRIPTORS = 64  # the process's own: the listener, logs, Redis, the event loop's
+ACCEPT_PAUSE_SECONDS = 0.1  # no descriptor left: try accepting again after this
+
+
+class SharesDescriptors:
+    """A gevent server that counts every accepted socket against its address, and survives EMFILE.
+
+    Mixed into the server class of every run mode (`server_class_for`). Each
+    connection holds a file descriptor from `accept()` on, request or not;
+    `sockets` (an `AcceptedSockets`) gives each address its share and the
+    connection over it is closed at once, so one address holding idle
+    connections cannot take the descriptors everybody else needs. When the
+    process has none left anyway (many addresses at once), gevent's accept
+    loop would print a traceback per attempt; instead it pauses for
+    `ACCEPT_PAUSE_SECONDS` and logs one line per episode.
+    """
+
+    sockets: AcceptedSockets
+    _out_of_descriptors = False
+
+    def do_read(self):
+        try:
+            accepted = super().do_read()
+        except OSError as error:
+            if error.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            self._pause_accepting(error)
+            return None
+        if accepted is None:
+            return None
+        self._out_of_descriptors = False
+        sock, address = accepted
+        remote = _host(address)
+        if not self.sockets.admit(remote):
+            if self.sockets.refused[remote] == 1:  # once per episode, not once per socket
+                log.warning("event=sockets_refused remote=%s held=%d share=%d",
+                            remote, self.sockets.held(remote), self.sockets.share)
+            sock.close()
+            return None
+        return accepted
+
+    def do_close(self, sock, address, *rest):
+        try:
+            super().do_close(sock, address, *rest)
+        finally:
+            self.sockets.release(_host(address))
+
+    def _pause_accepting(self, error: OSError) -> None:
+        if not self._out_of_descriptors:
+            self._out_of_descriptors = True
+            log.warning("event=accept_paused error=%s seconds=%s open_files_limit=%d",
+                        errno.errorcode.get(error.errno or 0, error.errno), ACCEPT_PAUSE_SECONDS,
+                        resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        self.stop_accepting()  # type: ignore[attr-defined]
+        gevent.spawn_later(ACCEPT_PAUSE_SECONDS, self._accept_again)
+
+    def _accept_again(self) -> None:
+        if self.started:  # type: ignore[attr-defined]
+            self.start_accepting()  # type: ignore[attr-defined]
+
+
+def _host(address) -> str:
+    return address[0] if isinstance(address, tuple) else str(address)
+
+
+def raise_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard one, as far as the system lets us: (soft, hard) now.
+
+    Every connection is a file descriptor, and the common default soft limit
+    (1024) is far below what the hard limit allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # not ours to raise (a container may forbid it): keep what we have
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def accepted_sockets(app) -> AcceptedSockets:
+    """This process's sockets per address: raise the file limit, work out the share, log both."""
+    config = app.config["NANE"]
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft, hard = raise_file_limit()
+    share = min(config.max_sockets_per_address,
+                max(1, (soft - RESERVED_DESCRIPTORS) // 4))
+    log.info("event=file_limit soft=%d hard=%d was=%d sockets_per_address=%d",
+             soft, hard, before, share)
+    return AcceptedSockets(share, trusted_proxies(config.forwarded_allow_ips))
+
+
+def server_class_for(app, base: type) -> type:
+    """`base` (a gevent server class) with this process's `SharesDescriptors`."""
+    return type(base.__name__, (SharesDescriptors, base), {"sockets": accepted_sockets(app)})
+
+
 def handler_for(app, base: type = NaneWebSocketHandler) -> type:
     """The handler class with this app's limits."""
     config = app.config["NANE"]
@@ -199,8 +315,32 @@ def handler_for(app, base: type = NaneWebSocketHandler) -> type:
 
 
 def make_server(app, host: str, port: int) -> WSGIServer:
-    return WSGIServer((host, port), app, handler_class=handler_for(app), log=None,
-                      error_log=None)
+    server_class = server_class_for(app, WSGIServer)
+    return server_class((host, port), app, handler_class=handler_for(app), log=None,
+                        error_log=None)
+
+
+def gunicorn_server_class(app, worker) -> type:
+    """The server class a gunicorn gevent worker starts, with `SharesDescriptors`.
+
+    The pywsgi workers (GeventWebSocketWorker) name theirs in `server_class`;
+    `-k gevent` has none and starts a plain StreamServer that calls the
+    worker's `handle`: the same, built with the arguments `server_class` gets.
+    """
+    if worker.server_class is not None:
+        return server_class_for(app, worker.server_class)
+    streams = server_class_for(app, StreamServer)
+    several_workers = worker.cfg.workers > 1
+
+    def start(listener, application=None, spawn=None, log=None, handler_class=None,
+              environ=None, **ssl_args):
+        server = streams(listener, handle=partial(worker.handle, listener), spawn=spawn,
+                         **ssl_args)
+        if several_workers:
+            server.max_accept = 1  # as gunicorn does: let the other workers accept too
+        return server
+
+    return start  # type: ignore[return-value]
 
 
 class Utf8TargetRequest(GunicornRequest):
@@ -238,6 +378,8 @@ def prepare_gunicorn_worker(worker) -> None:
     if isinstance(getattr(worker, "wsgi_handler", None), type) and issubclass(
             worker.wsgi_handler, WebSocketHandler):
         worker.wsgi_handler = handler_for(app)
+    if hasattr(worker, "server_class"):  # the gevent workers
+        worker.server_class = gunicorn_server_class(app, worker)
 
     grace = app.config["NANE"].shutdown_grace_seconds
 

@@ -51,15 +51,19 @@ def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
 
 
 def raw_upgrade(port: int, username: str = "raw", timeout: float = 5.0,
-                receive_buffer: int = 0) -> socket.socket:
+                receive_buffer: int = 0, source: str = "") -> socket.socket:
     """A websocket handshake by hand: a client that then does exactly what the test says.
 
     `receive_buffer` shrinks the socket's receive buffer before it connects, so
     the TCP window stays small (a client that reads slowly fills up fast).
+    `source` is the address to connect from: all of 127.0.0.0/8 is loopback, so
+    127.0.0.2 is a second client address on the same machine.
     """
     sock = socket.socket()
     if receive_buffer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    if source:
+        sock.bind((source, 0))
     sock.settimeout(timeout)
     sock.connect(("127.0.0.1", port))
     upgrade(sock, f"/ws?username={username}", f"127.0.0.1:{port}")

@@ -84,3 +84,26 @@ def test_api_actors_shape_and_no_tracing_until_someone_looks(server):
     assert "now you see me" in by_name["registry"]["recent"][-1]["message"]
     assert "now you see me" in by_name["hub"]["recent"][-1]["message"]
     ws.close()
+
+
+def test_a_big_server_lists_the_first_actors_of_each_kind_and_their_totals(start_server, open_page):
+    """`max_actors_listed` bounds /api/actors (issue 22, item 6); the page says how many there are."""
+    server = start_server(max_actors_listed=2)
+    clients = [server.connect(f"user{i}") for i in range(3)]
+    for n, room in enumerate(["old", "middle", "new"]):
+        send(clients[0], room=room, text=f"message {n}")
+        assert receive(clients[0])["room"] == room
+
+    view = server.get("/api/actors")["result"]
+    assert (view["rooms_total"], view["sessions_total"]) == (3, 3)
+    listed = [(actor["kind"], actor.get("room") or actor.get("username"))
+              for actor in view["actors"] if actor["kind"] in ("room", "session")]
+    assert listed == [("room", "new"), ("room", "middle"), ("session", "user0"), ("session", "user1")]
+    assert all(actor["subscribers"] == 3 for actor in view["actors"] if actor["kind"] == "room")
+
+    page = open_page()
+    page.goto(server.base + "/actors")
+    expect(page.locator("#rooms .card-title")).to_have_text(["new", "middle"])
+    expect(page.locator("#rooms-count")).to_have_text("(2 of 3: the most recently active)")
+    expect(page.locator("#sessions-count")).to_have_text("(2 of 3: the oldest)")
+    assert page.errors == [] and page.dialogs == []

@@ -246,3 +246,42 @@ def test_gunicorn_async_worker_closes_on_stop_iteration():
               in code(AsyncWorker.handle))
     relies_on("gunicorn", "the WSGI environ carrying the connection as gunicorn.socket",
               '"gunicorn.socket": sock' in code(wsgi.default_environ))
+
+
+def test_gevent_server_accept_and_close_hooks():
+    """SharesDescriptors (app/server.py) overrides do_read and do_close of gevent's servers."""
+    from gevent import baseserver
+    from gevent.pywsgi import WSGIServer
+    from gevent.server import StreamServer
+
+    read = code(baseserver.BaseServer._do_read)
+    relies_on("gevent", "BaseServer._do_read taking do_read()'s None as 'nothing to accept'",
+              "args = self.do_read()" in read and "if not args: return" in read)
+    relies_on("gevent", "BaseServer.do_handle closing every handled connection with do_close",
+              "close = self.do_close" in code(baseserver.BaseServer.do_handle)
+              and "close(*args_tuple)" in code(baseserver._handle_and_close_when_done))
+    relies_on("gevent", "StreamServer.do_read answering (socket, address)",
+              "return sock, address" in code(StreamServer.do_read))
+    relies_on("gevent", "StreamServer.do_close(sock, *args)",
+              list(inspect.signature(StreamServer.do_close).parameters) == ["self", "sock", "args"])
+    relies_on("gevent", "WSGIServer being a StreamServer", issubclass(WSGIServer, StreamServer))
+    for method in ("start_accepting", "stop_accepting"):
+        relies_on("gevent", f"BaseServer.{method}", callable(getattr(baseserver.BaseServer, method)))
+    relies_on("gevent", "BaseServer.started", isinstance(baseserver.BaseServer.started, property))
+
+
+def test_gunicorn_gevent_workers_start_their_server_class():
+    """gunicorn_server_class (app/server.py) replaces the gevent workers' `server_class`."""
+    from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventWorker
+
+    run = code(GeventWorker.run)
+    relies_on("gunicorn", "GeventWorker.run calling self.server_class(s, application=, spawn=, "
+              "log=, handler_class=, environ=)",
+              "server = self.server_class( s, application=self.wsgi, spawn=pool, log=self.log, "
+              "handler_class=self.wsgi_handler, environ=environ," in run)
+    relies_on("gunicorn", "GeventWorker.run otherwise starting StreamServer(s, handle=partial("
+              "self.handle, s), spawn=pool)",
+              "hfun = partial(self.handle, s) server = StreamServer(s, handle=hfun, spawn=pool,"
+              in run and "server.max_accept = 1" in run)
+    relies_on("gunicorn", "GeventWorker.server_class None, GeventPyWSGIWorker's a class",
+              GeventWorker.server_class is None and isinstance(GeventPyWSGIWorker.server_class, type))

@@ -19,6 +19,7 @@ import pytest
 import websocket
 import websockets
 
+from app.ops.limits import FloodGuard, cost_of
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, scrape, wait_for
 
@@ -222,6 +223,25 @@ def test_a_flood_is_dropped_with_an_error_frame_then_closed_1008(server_with_flo
     assert dropped >= 1 and metric(server, "nane_disconnects_total", reason="flood") == 1
     figure("flood", frames_sent=sent, accepted=texts.count("flood") + burst,
            dropped=int(dropped), closed_with=str(code))
+
+
+def test_a_frame_is_charged_by_its_length_and_dropped_unparsed(start_server):
+    """A frame costs one message per started 4,096 characters; a rate-limited frame longer
+    than 1,024 characters is not parsed, so its error frame carries no `id` (docs/protocol.md)."""
+    guard = FloodGuard(per_second=5, max_flood_seconds=1)  # a bucket of 25
+    assert [cost_of(n) for n in (0, 4096, 4097, 125_000)] == [1, 1, 2, 31]
+    assert guard.admit(0.0, 20 * 4096) and not guard.admit(0.0, 6 * 4096)
+    assert guard.admit(0.0, 5 * 4096)  # the 5 tokens left
+    guard.dropped(1.0)
+    guard.dropped(2.5)
+    assert guard.flooding  # drops in three seconds in a row (0, 1, 2), one more than allowed
+
+    server = start_server(max_messages_per_second=5, max_flood_seconds=100)
+    client = server.connect("long", query="v=2")
+    send(client, room="r", text="x" * 100_000, id="big")  # 25 messages' worth: the whole burst
+    assert receive(client)["id"] == "big"
+    send(client, room="r", text="y" * 100_000, id="again")  # needs a full bucket: 5 s away
+    assert receive(client) == {"error": "too many messages: at most 5 per second"}
 
 
 @pytest.fixture

@@ -246,17 +246,22 @@ def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -
         while (raw := transport.receive()) is not None:
             received.inc()
             try:
-                now = time.monotonic()
-                if not flood.admit(now):
+                # Both budgets are charged before a frame is parsed, by its length (what
+                # parsing it costs: limits.cost_of); a dropped frame is never parsed.
+                now, size = time.monotonic(), len(raw)
+                refused_by, what = None, "too many messages"
+                if not flood.admit(now, size):
+                    refused_by = flood
+                elif not shared.admit(now, size):
+                    flood.dropped(now)  # the address's flood is this connection's too
+                    refused_by, what = shared, "too many messages from your address"
+                if refused_by is not None:
                     if flood.flooding:
                         cut_off = FLOOD
                         log.warning("event=flood session=%s username=%s remote=%s",
                                     name, logfmt.value(username), remote)
                         break
-                    raise rate_limited(raw, limits, config.max_messages_per_second, extensions)
-                if not shared.admit(now):
-                    raise rate_limited(raw, limits, shared.per_second, extensions,
-                                       "too many messages from your address")
+                    raise rate_limited(raw, limits, refused_by, extensions, what)
                 reply = handle_frame(raw, username, limits, chat,
                                      reply_to=session if extensions else None, address=remote,
                                      stopping=connections.stopping)
@@ -279,17 +284,24 @@ def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -
                  end.sent if end else "unknown")
 
 
-def rate_limited(raw, limits: Limits, per_second: int, extensions: bool,
+# A rate-limited frame is read for its `id` only when it is this short (a chat message of a
+# line or two with its id): parsing it costs a few microseconds, where a frame of the
+# largest size can cost milliseconds, and paying that for every dropped frame was the
+# flood the budget is there to stop.
+ID_OF_DROPPED_FRAMES_UP_TO = 1024
+
+
+def rate_limited(raw, limits: Limits, guard: FloodGuard, extensions: bool,
                  what: str = "too many messages") -> BadFrame:
-    """The drop of a frame over the rate; parsed only to echo its `id` to a `?v=2` client."""
+    """The drop of a frame over `guard`'s rate, parsed at most if it is short, to echo its `id`."""
     id = None
-    if extensions and not isinstance(raw, Binary):
+    if extensions and not isinstance(raw, Binary) and len(raw) <= ID_OF_DROPPED_FRAMES_UP_TO:
         try:
             parsed = parse_frame(raw, limits)
             id = getattr(parsed, "id", None)
         except BadFrame as bad:
             id = bad.id
-    return BadFrame(f"{what}: at most {per_second} per second", id, "rate_limited")
+    return BadFrame(f"{what}: at most {guard.per_second} per second", id, "rate_limited")
 
 
 def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,

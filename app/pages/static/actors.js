@@ -367,12 +367,17 @@
     }
     $("rooms-empty").hidden = order.rooms.length > 0;
     $("sessions-empty").hidden = order.sessions.length > 0;
-    $("rooms-count").textContent = `(${order.rooms.length})`;
-    $("sessions-count").textContent = `(${order.sessions.length})`;
+    // A big server lists only the first few of each (max_actors_listed) and gives the totals.
+    $("rooms-count").textContent = countText(order.rooms.length, view.rooms_total, "the most recently active");
+    $("sessions-count").textContent = countText(order.sessions.length, view.sessions_total, "the oldest");
     setAvailable(view.controls === true);
     $("summary").textContent = view.tracing
       ? `Tracing is on while this page is open (it switches off ${view.trace_seconds ?? "a few"} s after the last look).`
       : "Tracing is off.";
+  }
+
+  function countText(shown, total, which) {
+    return Number.isInteger(total) && total > shown ? `(${shown} of ${total}: ${which})` : `(${shown})`;
   }
 
   function setLive(kind, text) {
