@@ -8,6 +8,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import ClassVar
 
+from actors import logfmt
 from actors.chat import resume
 from actors.chat.budget import Held, Shares
 from actors.chat.hub import Deliver
@@ -162,7 +163,8 @@ class RegistryActor(Actor):
                 key = fold(room.name.removeprefix("room:"))
                 if key in self._rooms and self._rooms[key].actor == room:
                     self._drop(self._rooms[key])
-                    log.warning("event=room_given_up room=%r rooms=%d", room.name, len(self._rooms))
+                    log.warning("event=room_given_up room=%s rooms=%d", logfmt.value(room.name),
+                                len(self._rooms))
             case ForgetRooms():
                 rooms = list(self._rooms.values())
                 for entry in rooms:
@@ -219,7 +221,7 @@ class RegistryActor(Actor):
         entry.actor.stop()
         if why is not None:
             self.forgotten += 1
-            log.info("event=room_forgotten room=%r rooms=%d why=%s", entry.name,
+            log.info("event=room_forgotten room=%s rooms=%d why=%s", logfmt.value(entry.name),
                      len(self._rooms), why)
 
     def _drop(self, entry: _Entry) -> None:

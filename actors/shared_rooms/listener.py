@@ -30,6 +30,7 @@ import gevent
 from gevent.event import Event
 from redis.exceptions import RedisError
 
+from actors import logfmt
 from actors.chat.hub import Deliver
 from actors.chat.message import Message
 from actors.chat.resume import Offset, StartAt, position_text
@@ -103,7 +104,8 @@ class Listener:
         if self.run is None:  # this process starts: deliver what comes from now on
             self._start(run, self._store.last_id())
         elif run != self.run:  # Redis lost its data: all of the new stream is new
-            log.warning("event=redis_data_lost old_run=%s new_run=%s", self.run, run)
+            log.warning("event=redis_data_lost old_run=%s new_run=%s", logfmt.value(self.run or ""),
+                        logfmt.value(run))
             self._last_count = 0
             self._start(run, "0-0")
         self.run = run
@@ -140,7 +142,7 @@ class Listener:
         before them is told `gone` (its position is no longer in the stream).
         """
         self.missed += missed
-        log.error("event=stream_gap missed=%d after=%s (raise redis_stream_messages)",
+        log.error("event=stream_gap missed=%d after=%s hint=\"raise redis_stream_messages\"",
                   missed, self._last_id)
 
 

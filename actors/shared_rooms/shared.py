@@ -23,6 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 
+from actors import logfmt
 from actors.chat.message import Clock, Message, error_frame, format_created
 from actors.chat.registry import (
     MAX_WAITING_POSTS,
@@ -178,7 +179,7 @@ class SharedRegistryActor(Actor):
         """Those posts were not stored: each poster that opted in hears so."""
         problem = NOT_DELIVERED
         if not isinstance(error, StoreUnavailable):
-            log.error("event=post_failed posts=%d error=%r", len(waiting), error.reason)
+            log.error("event=post_failed posts=%d error=%s", len(waiting), logfmt.value(error.reason))
             problem = f"message not delivered: {error.reason}"
         for post, _ in waiting:
             self.failed += 1

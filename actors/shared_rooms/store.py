@@ -50,6 +50,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
+from actors import logfmt
 from actors.chat.message import Message, encode_list
 from actors.chat.resume import new_run
 
@@ -148,14 +149,15 @@ class Link:
         if self._logged is not True:
             self._logged = True
             self.transitions += 1
-            log.info("event=redis_up redis=%s", self.where)
+            log.info("event=redis_up redis=%s", logfmt.value(self.where))
 
     def went_down(self, error: BaseException) -> None:
         self.up = False
         if self._logged is not False:
             self._logged = False
             self.transitions += 1
-            log.warning("event=redis_down redis=%s error=%r", self.where, str(error))
+            log.warning("event=redis_down redis=%s error=%s", logfmt.value(self.where),
+                        logfmt.value(str(error)))
 
 
 class RedisStore:
