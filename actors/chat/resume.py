@@ -176,12 +176,12 @@ class ReplayWindow:
     def add(self, message: Message) -> None:
         """`message` was just delivered; let the oldest go past the bounds."""
         self._messages.append(message)
-        self._bytes += len(message.v2.json)
+        self._bytes += _v2_length(message)
         self.now = message.at
         while len(self._messages) > self.max_messages or (
                 self._bytes > self.max_bytes and len(self._messages) > 1):
             oldest = self._messages.popleft()
-            self._bytes -= len(oldest.v2.json)
+            self._bytes -= _v2_length(oldest)
             self.floor = oldest.at
 
     @property
@@ -215,7 +215,7 @@ class ReplayWindow:
             return TOO_MANY
         replay = list(islice(reversed(self._messages), count))
         replay.reverse()
-        if sum(len(message.v2.json) for message in replay) > max_bytes:
+        if sum(map(_v2_length, replay)) > max_bytes:
             return TOO_LARGE
         return replay
 
@@ -225,3 +225,9 @@ class ReplayWindow:
 
 def _offset_of(message: Message) -> Offset:
     return message.at
+
+
+def _v2_length(message: Message) -> int:
+    """The length of `message.v2.json` without building it (most are never sent as `?v=2`):
+    the JSON, then `,"pos":"<position>"` before its closing brace (positions are ASCII)."""
+    return len(message.json) + (len(message.position) + 9 if message.position else 0)
