@@ -3,11 +3,14 @@
 
     python bench/run.py [--quick] [--runs 3] [--only broadcast,chat,...]
                         [--servers nane,nane-gunicorn,ref-gevent,ref-websockets]
+                        [--before ../another-checkout]
 
 Each (run, server, scenario) gets a fresh server subprocess on a free
 127.0.0.1 port, pinned to CPU 1, while this process (the load generator) pins
 itself to CPU 0. The table shows the median of the runs for each figure and
-the ratio nane / better reference. See bench/README.md.
+the ratio nane / better reference. With `--before DIR` another checkout of
+nane runs beside this one (`python -m app` from DIR, as "nane-before") and a
+column gives nane / nane-before. See bench/README.md.
 
 Exit status: 1 on loss, reordering, a crashed or unstartable server, or a
 scenario error; never because of a timing.
@@ -57,6 +60,11 @@ NANE_ENV = {
     # every benchmark client comes from 127.0.0.1: one address
     "NANE_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
     "NANE_MAX_MESSAGES_PER_SECOND_PER_ADDRESS": "1000000",
+    # ... which also makes every room and holds every message: the fair shares of one
+    # address (the http scenario's 1,001 rooms lost the history room to them)
+    "NANE_MAX_ROOMS_PER_ADDRESS": "1000000",
+    "NANE_MAX_HISTORY_BYTES_PER_ADDRESS": str(1 << 40),
+    "NANE_MAX_SOCKETS_PER_ADDRESS": "1000000",
 }
 
 
@@ -175,9 +183,9 @@ def _gunicorn_argv(port):
     return argv + ["-w", "1", "-b", "%s:%d" % (HOST, port), "app.wsgi:app"]
 
 
-def server_specs(nane_args):
+def server_specs(nane_args, before=None):
     py = sys.executable
-    return {
+    specs = {
         "nane": {
             "argv": lambda port: [py, "-m", "app", "--addr", "%s:%d" % (HOST, port)] + nane_args,
             "missing": None if os.path.exists(os.path.join(ROOT, "app", "__main__.py"))
@@ -204,11 +212,16 @@ def server_specs(nane_args):
             "http": False,
         },
     }
+    if before:  # another checkout, run the same way as "nane" from its own folder
+        specs["nane-before"] = dict(specs["nane"], cwd=before, missing=None if os.path.exists(
+            os.path.join(before, "app", "__main__.py")) else "%s has no app/__main__.py" % before)
+    return specs
 
 
 class Server:
-    def __init__(self, name, argv_fn, logdir, pin):
+    def __init__(self, name, argv_fn, logdir, pin, cwd=ROOT):
         self.name, self.argv_fn, self.logdir, self.pin = name, argv_fn, logdir, pin
+        self.cwd = cwd
         self.proc = None
         self.port = None
         self.logpath = None
@@ -226,7 +239,7 @@ class Server:
 
         env = dict(os.environ, PORT=str(self.port), PYTHONUNBUFFERED="1",
                    **dict(NANE_ENV, **(env or {})))
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(argv, cwd=self.cwd, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, preexec_fn=pre,
                                      start_new_session=True, env=env)
         logf.close()
@@ -334,9 +347,11 @@ def fmt(v, f):
 
 def build_table(results, servers, only, runs):
     """results[server][scenario] = list of figure dicts (one per run)."""
-    nanes = [s for s in servers if s.startswith("nane")]
+    nanes = [s for s in servers if s.startswith("nane") and s != "nane-before"]
     refs = [s for s in servers if s.startswith("ref-")]
-    header = ["figure"] + servers + ["%s/best-ref" % n for n in nanes if refs]
+    before = "nane-before" in servers and "nane" in servers
+    header = (["figure"] + servers + ["%s/best-ref" % n for n in nanes if refs]
+              + (["nane/nane-before"] if before else []))
     rows = []
     for scen, key, label, higher, f in FIGURES:
         if scen != "*" and scen not in only:
@@ -362,6 +377,10 @@ def build_table(results, servers, only, runs):
                     continue
                 best = max(ref_vals) if higher else min(ref_vals)
                 row.append("%.2fx" % (med[n] / best) if best else "")
+        if before:
+            then, now = med["nane-before"], med["nane"]
+            row.append("%.2fx" % (now / then) if higher is not None and then and now is not None
+                       else "")
         rows.append(row)
     # correctness rows: worst over runs and scenarios
     for key, label in (("loss", "loss (frames, all scenarios, worst run)"),
@@ -404,6 +423,8 @@ def main():
                          "5..200 ms by N; 0 reads every frame at once)")
     ap.add_argument("--json", help="also write raw per-run figures to this file")
     ap.add_argument("--logdir", help="server logs (default: a temp dir)")
+    ap.add_argument("--before", help="another checkout of nane to run beside this one "
+                                     "(adds the server nane-before)")
     a = ap.parse_args()
 
     only = [s.strip() for s in a.only.split(",") if s.strip()]
@@ -427,10 +448,13 @@ def main():
     pin = not a.no_pin and len(os.sched_getaffinity(0)) >= 2
     if pin:
         os.sched_setaffinity(0, {GEN_CPU})
-    specs = server_specs(a.nane_args.split())
+    specs = server_specs(a.nane_args.split(), a.before and os.path.abspath(a.before))
     servers = []
     failures = []
-    for s in [x.strip() for x in a.servers.split(",") if x.strip()]:
+    names = [x.strip() for x in a.servers.split(",") if x.strip()]
+    if a.before and "nane-before" not in names:
+        names.insert(names.index("nane") + 1 if "nane" in names else 0, "nane-before")
+    for s in names:
         if s not in specs:
             ap.error("unknown server %s (known: %s)" % (s, ", ".join(specs)))
         if specs[s]["missing"]:
@@ -456,7 +480,7 @@ def main():
             for s in servers:
                 if scen == "http" and not specs[s]["http"]:
                     continue
-                srv = Server(s, specs[s]["argv"], logdir, pin)
+                srv = Server(s, specs[s]["argv"], logdir, pin, specs[s].get("cwd", ROOT))
                 tag = "%s-%d" % (scen, run + 1)
                 srv.start(tag, scenario_env(scen, params[scen]))
                 if not srv.wait_ready():
