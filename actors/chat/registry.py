@@ -6,7 +6,7 @@ import json
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Never
 
 from actors import logfmt
 from actors.chat import resume
@@ -72,6 +72,10 @@ class RoomGaveUp:
 @dataclass(frozen=True, slots=True)
 class ForgetRooms:
     """Ask: drop every room and its history, as a restarted server would have (answers how many)."""
+
+
+# Every message the registry answers (besides the runtime's own `Probe` and `Describe`).
+RegistryMessage = Post | ListRooms | ListRoomActors | FindRoom | RoomGaveUp | ForgetRooms
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,7 @@ class RegistryActor(Actor):
     def on_start(self) -> None:
         self._hub.tell(resume.StartAt(self.run, (self._seq, 0)))
 
-    def receive(self, message):
+    def receive(self, message: RegistryMessage) -> tuple[bytes, ...] | list[ActorRef] | Room | int | None:
         match message:
             case Post(draft, username, _, address):
                 self._post(draft, username, address)
@@ -158,7 +162,7 @@ class RegistryActor(Actor):
                 return [entry.actor for entry in reversed(self._rooms.values())]
             case FindRoom(name):
                 entry = self._rooms.get(fold(name))
-                return entry and Room(entry.name, entry.actor, entry.json)
+                return None if entry is None else Room(entry.name, entry.actor, entry.json)
             case RoomGaveUp(room):
                 key = fold(room.name.removeprefix("room:"))
                 if key in self._rooms and self._rooms[key].actor == room:
@@ -173,7 +177,9 @@ class RegistryActor(Actor):
                 self._hub.tell(resume.StartAt(self.run, (self._seq, 0)))
                 return len(rooms)
             case _:
-                raise TypeError(f"registry cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a RegistryMessage has no case above
+                raise TypeError(f"registry cannot handle {unexpected!r}")
+        return None  # a tell: nobody waits for an answer
 
     def _post(self, draft: Draft, username: str, address: str) -> None:
         key = fold(draft.room)
@@ -251,7 +257,7 @@ class RegistryActor(Actor):
         except ActorError:
             pass  # the registry is stopping or swamped: the next post finds the room dead
 
-    def on_stop(self, reason) -> None:
+    def on_stop(self, reason: object) -> None:
         for entry in self._rooms.values():
             entry.actor.stop()
 
