@@ -61,7 +61,7 @@ class Config:
     controls: bool = False  # fault controls (app/ops/controls.py): never on a public server
     controls_token: str = ""  # empty: a one-time token is made and printed at start
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.max_frame_bytes:
             object.__setattr__(self, "max_frame_bytes", frame_bytes_needed(self))
 
@@ -218,7 +218,7 @@ def from_env(environ: os._Environ | dict | None = None) -> tuple[dict, dict]:
     return values, sources
 
 
-def _convert(key: str, raw: str, source: str):
+def _convert(key: str, raw: str, source: str) -> bool | int | float | str:
     """`raw` as the setting `key` takes it (`port`: the `PORT` variable, making an `addr`)."""
     kind = "port" if key == "port" else TYPES[key]
     try:
