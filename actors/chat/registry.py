@@ -98,7 +98,7 @@ class _Entry:
         self.actor = actor
         self.json = b""
         self.creator = creator
-        self.held: deque[Held] = deque()  # its messages as the budget counts them, oldest first
+        self.held: deque[Held[_Entry]] = deque()  # its messages as the budget counts them, oldest first
 
 
 class RegistryActor(Actor):
@@ -136,8 +136,8 @@ class RegistryActor(Actor):
         super().__init__("registry", mailbox_limit=MAX_WAITING_POSTS)
         self._hub = hub
         self._max_messages = max_messages_in_room
-        self._shares = Shares(max_history_bytes, max_history_bytes_per_address, max_rooms,
-                              max_rooms_per_address)
+        self._shares: Shares[_Entry] = Shares(max_history_bytes, max_history_bytes_per_address,
+                                              max_rooms, max_rooms_per_address)
         self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
         self._listing: tuple[bytes, ...] | None = None
         self._clock = Clock()
@@ -207,7 +207,7 @@ class RegistryActor(Actor):
         entry.held.append(held)
         if len(entry.held) > self._max_messages:  # the room let its oldest go itself
             self._shares.release(entry.held.popleft())
-        dropped: dict[_Entry, list[Held]] = {}
+        dropped: dict[_Entry, list[Held[_Entry]]] = {}
         for gone in self._shares.hold(held):
             dropped.setdefault(gone.room, []).append(gone)
         for room, gone_ones in dropped.items():
