@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 DEFAULT_ADDR = "127.0.0.1:8022"  # the original's default
 
@@ -61,7 +62,7 @@ class Config:
     controls: bool = False  # fault controls (app/ops/controls.py): never on a public server
     controls_token: str = ""  # empty: a one-time token is made and printed at start
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.max_frame_bytes:
             object.__setattr__(self, "max_frame_bytes", frame_bytes_needed(self))
 
@@ -195,7 +196,7 @@ def env_name(key: str) -> str:
     return "NANE_" + key.upper()
 
 
-def from_env(environ: os._Environ | dict | None = None) -> tuple[dict, dict]:
+def from_env(environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The settings the environment gives, by key, and the variable each came from.
 
     `NANE_ADDR` wins over `PORT`; a `NANE_` variable wins over its fallback
@@ -218,7 +219,7 @@ def from_env(environ: os._Environ | dict | None = None) -> tuple[dict, dict]:
     return values, sources
 
 
-def _convert(key: str, raw: str, source: str):
+def _convert(key: str, raw: str, source: str) -> bool | int | float | str:
     """`raw` as the setting `key` takes it (`port`: the `PORT` variable, making an `addr`)."""
     kind = "port" if key == "port" else TYPES[key]
     try:
@@ -303,7 +304,7 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def load(argv: list[str] | None = None, environ: dict | None = None) -> Config:
+def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Environment first, flags on top. Raises ConfigError naming the bad setting."""
     values, sources = from_env(environ)
     args = parser().parse_args([] if argv is None else argv)
@@ -325,7 +326,7 @@ def load_or_exit(argv: list[str] | None = None) -> Config:
         raise SystemExit(2) from None
 
 
-def _check_frame_fits(config: Config, sources: dict) -> None:
+def _check_frame_fits(config: Config, sources: dict[str, str]) -> None:
     """A `max_frame_bytes` too small for a message at the limits would refuse legal messages."""
     needed = frame_bytes_needed(config)
     if config.max_frame_bytes >= needed:

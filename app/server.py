@@ -58,12 +58,15 @@ import logging
 import resource
 import socket
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import gevent
-from flask import Response
+from flask import Flask, Response
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
+from gevent.socket import socket as GeventSocket
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.http.message import Request as GunicornRequest
 
@@ -74,9 +77,17 @@ from app.ops.service import connections_of, cut_when_late
 from app.target import escape_raw_bytes
 from app.websocket.gevent_websocket_shim import AppUpgrades
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from gunicorn.workers.base import Worker
+
 log = logging.getLogger("nane.server")
 
 READ_BUFFER_BYTES = 2048
+
+# Whom a socket is connected to, as accept() says: (host, port), (host, port, flow, scope)
+# for IPv6, or a path for a Unix socket.
+PeerAddress = tuple[str, int] | tuple[str, int, int, int] | str
 
 
 class NaneWebSocketHandler(AppUpgrades):
@@ -86,7 +97,8 @@ class NaneWebSocketHandler(AppUpgrades):
     _cutter: gevent.Greenlet | None = None
     _refusal: tuple[str, str] | None = None
 
-    def __init__(self, sock, address, server, rfile=None):
+    def __init__(self, sock: GeventSocket, address: PeerAddress, server: StreamServer,
+                 rfile: BinaryIO | None = None):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -100,14 +112,14 @@ class NaneWebSocketHandler(AppUpgrades):
 
     # -- the whole request must be done in time ---------------------------------
 
-    def read_requestline(self):
+    def read_requestline(self) -> str:
         self._cancel_deadline()
         self._started = time.monotonic()
         self._deadline = gevent.Timeout.start_new(self.request_timeout)
         line = super().read_requestline()  # Latin-1 text, one character per byte
         return escape_raw_bytes(line.encode("latin-1")).decode("latin-1")
 
-    def read_request(self, raw_requestline):
+    def read_request(self, raw_requestline: str) -> bool:
         if not super().read_request(raw_requestline):
             return False
         # The head is in; the rest (body, answer) may take what is left of the deadline.
@@ -128,7 +140,7 @@ class NaneWebSocketHandler(AppUpgrades):
                              f"request body larger than {self.max_request_body_bytes} bytes")
         return True
 
-    def handle_one_response(self):
+    def handle_one_response(self) -> None:
         if self._refusal is None:
             return super().handle_one_response()
         status, reason = self._refusal  # answered without reading a byte of the body
@@ -146,7 +158,9 @@ class NaneWebSocketHandler(AppUpgrades):
     def _remote(self) -> str:
         return _host(self.client_address)
 
-    def handle_one_request(self):
+    def handle_one_request(self) -> tuple[str, bytes] | bool | None:
+        """gevent's, bounded by the request deadline: None closes the connection, True reads
+        the next request, (status, response) answers an error and closes."""
         try:
             return super().handle_one_request()
         except gevent.Timeout as timeout:
@@ -171,7 +185,7 @@ class NaneWebSocketHandler(AppUpgrades):
 
     # -- one send per response ---------------------------------------------------
 
-    def _write_with_headers(self, data):
+    def _write_with_headers(self, data: bytes) -> None:
         """The status line, headers and a whole body in ONE vectored send, body not copied.
 
         gevent writes headers and body in two sends; with a keep-alive client
@@ -214,7 +228,14 @@ RESERVED_DESCRIPTORS = 64  # the process's own: the listener, logs, Redis, the e
 ACCEPT_PAUSE_SECONDS = 0.1  # no descriptor left: try accepting again after this
 
 
-class SharesDescriptors:
+if TYPE_CHECKING:
+    class _GeventServer(StreamServer):
+        """To mypy, the mixin is the gevent server class it is mixed into."""
+else:
+    _GeventServer = object
+
+
+class SharesDescriptors(_GeventServer):
     """A gevent server that counts every accepted socket against its address, and survives EMFILE.
 
     Mixed into the server class of every run mode (`server_class_for`). Each
@@ -230,7 +251,7 @@ class SharesDescriptors:
     sockets: AcceptedSockets
     _out_of_descriptors = False
 
-    def do_read(self):
+    def do_read(self) -> tuple[GeventSocket, PeerAddress] | None:
         try:
             accepted = super().do_read()
         except OSError as error:
@@ -251,7 +272,7 @@ class SharesDescriptors:
             return None
         return accepted
 
-    def do_close(self, sock, address, *rest):
+    def do_close(self, sock: GeventSocket, address: PeerAddress, *rest: object) -> None:
         try:
             super().do_close(sock, address, *rest)
         finally:
@@ -263,15 +284,15 @@ class SharesDescriptors:
             log.warning("event=accept_paused error=%s seconds=%s open_files_limit=%d",
                         errno.errorcode.get(error.errno or 0, error.errno), ACCEPT_PAUSE_SECONDS,
                         resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        self.stop_accepting()  # type: ignore[attr-defined]
+        self.stop_accepting()
         gevent.spawn_later(ACCEPT_PAUSE_SECONDS, self._accept_again)
 
     def _accept_again(self) -> None:
-        if self.started:  # type: ignore[attr-defined]
-            self.start_accepting()  # type: ignore[attr-defined]
+        if self.started:
+            self.start_accepting()
 
 
-def _host(address) -> str:
+def _host(address: PeerAddress) -> str:
     return address[0] if isinstance(address, tuple) else str(address)
 
 
@@ -290,7 +311,7 @@ def raise_file_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def accepted_sockets(app) -> AcceptedSockets:
+def accepted_sockets(app: Flask) -> AcceptedSockets:
     """This process's sockets per address: raise the file limit, work out the share, log both."""
     config = app.config["NANE"]
     before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -302,25 +323,25 @@ def accepted_sockets(app) -> AcceptedSockets:
     return AcceptedSockets(share, trusted_proxies(config.forwarded_allow_ips))
 
 
-def server_class_for(app, base: type) -> type:
+def server_class_for(app: Flask, base: type) -> type:
     """`base` (a gevent server class) with this process's `SharesDescriptors`."""
     return type(base.__name__, (SharesDescriptors, base), {"sockets": accepted_sockets(app)})
 
 
-def handler_for(app, base: type = NaneWebSocketHandler) -> type:
+def handler_for(app: Flask, base: type = NaneWebSocketHandler) -> type:
     """The handler class with this app's limits."""
     config = app.config["NANE"]
     return type("Handler", (base,), {"request_timeout": float(config.http_idle_timeout_seconds),
                                      "max_request_body_bytes": config.max_request_body_bytes})
 
 
-def make_server(app, host: str, port: int) -> WSGIServer:
+def make_server(app: Flask, host: str, port: int) -> WSGIServer:
     server_class = server_class_for(app, WSGIServer)
     return server_class((host, port), app, handler_class=handler_for(app), log=None,
                         error_log=None)
 
 
-def gunicorn_server_class(app, worker) -> type:
+def gunicorn_server_class(app: Flask, worker: Worker) -> Callable[..., StreamServer]:
     """The server class a gunicorn gevent worker starts, with `SharesDescriptors`.
 
     The pywsgi workers (GeventWebSocketWorker) name theirs in `server_class`;
@@ -332,32 +353,33 @@ def gunicorn_server_class(app, worker) -> type:
     streams = server_class_for(app, StreamServer)
     several_workers = worker.cfg.workers > 1
 
-    def start(listener, application=None, spawn=None, log=None, handler_class=None,
-              environ=None, **ssl_args):
+    def start(listener: GeventSocket, application: object = None, spawn: object = None,
+              log: object = None, handler_class: object = None, environ: object = None,
+              **ssl_args: object) -> StreamServer:
         server = streams(listener, handle=partial(worker.handle, listener), spawn=spawn,
                          **ssl_args)
         if several_workers:
             server.max_accept = 1  # as gunicorn does: let the other workers accept too
         return server
 
-    return start  # type: ignore[return-value]
+    return start
 
 
 class Utf8TargetRequest(GunicornRequest):
     """gunicorn's request, taking raw UTF-8 in its target as the original does (app/target.py)."""
 
-    def parse_request_line(self, line_bytes):
+    def parse_request_line(self, line_bytes: bytes) -> None:
         return super().parse_request_line(escape_raw_bytes(line_bytes))
 
 
 class AnsweredUnderGunicorn(Response):
     """After a websocket under `gunicorn -k gevent`: gunicorn writes nothing more, and closes."""
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> NoReturn:
         raise StopIteration
 
 
-def prepare_gunicorn_worker(worker) -> None:
+def prepare_gunicorn_worker(worker: Worker) -> None:
     """gunicorn's `post_worker_init` hook: our handler and our graceful SIGTERM in its worker.
 
     gunicorn's own SIGTERM handling only stops accepting and waits for requests

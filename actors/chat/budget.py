@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from typing import Any, Generic, TypeVar
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from actors.chat.message import Message
 
 Key = TypeVar("Key")
+# Whatever its owner keeps a room as: to the budget a room is only something to count and name.
+Room = TypeVar("Room", bound=Hashable)
 
 
 class Tally(Generic[Key]):
@@ -53,12 +58,12 @@ class Tally(Generic[Key]):
         return None
 
 
-class Held:
+class Held(Generic[Room]):
     """One message a room keeps, as the budget counts it: its size and whose share it is in."""
 
     __slots__ = ("message", "room", "address", "size", "gone")
 
-    def __init__(self, message: Any, room: Any, address: str, size: int):
+    def __init__(self, message: Message, room: Room, address: str, size: int):
         self.message = message
         self.room = room
         self.address = address
@@ -66,7 +71,7 @@ class Held:
         self.gone = False
 
 
-class Shares:
+class Shares(Generic[Room]):
     """Bytes of messages held, by the address that posted them; rooms, by who created them.
 
     Args:
@@ -84,19 +89,19 @@ class Shares:
         self.max_rooms_per_address = max_rooms_per_address
         self.bytes: Tally[str] = Tally()
         self.rooms: Tally[str] = Tally()
-        self._held: dict[str, deque[Held]] = {}  # per address, oldest first (gone ones skipped)
+        self._held: dict[str, deque[Held[Room]]] = {}  # per address, oldest first (gone ones skipped)
         self._live: dict[str, int] = {}
-        self._created: dict[str, OrderedDict[Any, None]] = {}  # per address, idlest first
+        self._created: dict[str, OrderedDict[Room, None]] = {}  # per address, idlest first
 
     # -- messages -------------------------------------------------------------
 
-    def hold(self, held: Held) -> list[Held]:
+    def hold(self, held: Held[Room]) -> list[Held[Room]]:
         """Count a new message; answer the older ones that must go to keep every bound."""
         address = held.address
         self._held.setdefault(address, deque()).append(held)
         self._live[address] = self._live.get(address, 0) + 1
         self.bytes.add(address, held.size)
-        gone: list[Held] = []
+        gone: list[Held[Room]] = []
         while self.bytes[address] > self.max_bytes_per_address:
             if not self._let_go_oldest(address, held, gone):
                 break
@@ -106,7 +111,7 @@ class Shares:
                 break
         return gone
 
-    def release(self, held: Held) -> None:
+    def release(self, held: Held[Room]) -> None:
         """`held` left its room (trimmed by count, or its room was forgotten)."""
         if held.gone:
             return
@@ -120,7 +125,7 @@ class Shares:
         elif len(queue) > 2 * self._live[address] + 16:  # many gone ones behind a live one
             self._held[address] = deque(h for h in queue if not h.gone)
 
-    def _let_go_oldest(self, address: str, keep: Held, gone: list[Held]) -> bool:
+    def _let_go_oldest(self, address: str, keep: Held[Room], gone: list[Held[Room]]) -> bool:
         """Let `address`'s oldest message go, unless that is `keep`; False when none can go."""
         queue = self._held.get(address)
         while queue and queue[0].gone:
@@ -134,7 +139,7 @@ class Shares:
 
     # -- rooms ----------------------------------------------------------------
 
-    def room_to_forget(self, creator: str) -> Any:
+    def room_to_forget(self, creator: str) -> Room | None:
         """Before `creator` makes a room: the room that must go first, if any."""
         if self.rooms[creator] >= self.max_rooms_per_address:
             return next(iter(self._created[creator]))
@@ -144,15 +149,15 @@ class Shares:
                 return next(iter(self._created[biggest]))
         return None
 
-    def created(self, creator: str, room: Any) -> None:
+    def created(self, creator: str, room: Room) -> None:
         self._created.setdefault(creator, OrderedDict())[room] = None
         self.rooms.add(creator, 1)
 
-    def touched(self, creator: str, room: Any) -> None:
+    def touched(self, creator: str, room: Room) -> None:
         """A message went to `room`: it is its creator's most recently active one now."""
         self._created[creator].move_to_end(room)
 
-    def forgotten(self, creator: str, room: Any) -> None:
+    def forgotten(self, creator: str, room: Room) -> None:
         rooms = self._created[creator]
         del rooms[room]
         if not rooms:

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Never
 
 import gevent
 
@@ -106,6 +106,12 @@ class ExpireWaiting:
     untraced: ClassVar[bool] = True
 
 
+# Every message the hub answers (besides the runtime's own `Probe` and `Describe`);
+# `Resume` and `StartAt` are defined with the replay window, in actors/chat/resume.py.
+HubMessage = (Deliver | Resume | StartAt | ExpireWaiting | ReleaseDelayed | DelayDelivery | Join
+              | Leave | ListSessions | Tick | DrainAll | DisconnectAll)
+
+
 class HubActor(Actor):
     """Owns the one set of receivers that all rooms share.
 
@@ -157,13 +163,13 @@ class HubActor(Actor):
         if self._tick_seconds and self._ticker is None:  # not again after a restart
             self._ticker = gevent.spawn(self._tick_forever)
 
-    def receive(self, message):
+    def receive(self, message: HubMessage) -> float | int | list[ActorRef] | None:
         match message:
             case Deliver():
                 if self._delay or self._held:
                     self._hold(message)
-                    return
-                self._deliver(message)
+                else:
+                    self._deliver(message)
             case Resume():
                 self._resume(message)
             case StartAt():
@@ -199,7 +205,9 @@ class HubActor(Actor):
                     session.kill(reason)
                 return len(sessions)
             case _:
-                raise TypeError(f"hub cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a HubMessage has no case above
+                raise TypeError(f"hub cannot handle {unexpected!r}")
+        return None  # a tell: nobody waits for an answer
 
     def _deliver(self, deliver: Deliver) -> None:
         """To every session now, and into the replay window for those that come back later."""
@@ -258,7 +266,7 @@ class HubActor(Actor):
         else:
             self._sessions.add(session)
 
-    def _fan_out(self, frame, count: bool = True) -> None:
+    def _fan_out(self, frame: Message | KeepAlive, count: bool = True) -> None:
         gone = []
         for session in self._sessions:
             try:
@@ -288,7 +296,7 @@ class HubActor(Actor):
         if self._held:
             gevent.spawn_later(max(0.0, self._held[0][0] - now), self._tell_self, ReleaseDelayed())
 
-    def _tell_self(self, message) -> None:
+    def _tell_self(self, message: HubMessage) -> None:
         try:
             self.ref.tell(message)
         except ActorStopped:
@@ -304,7 +312,7 @@ class HubActor(Actor):
             except MailboxFull:
                 pass
 
-    def on_stop(self, reason) -> None:
+    def on_stop(self, reason: object) -> None:
         if self._ticker is not None:
             self._ticker.kill(block=False)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Never
 
 import gevent
 
@@ -24,6 +25,10 @@ APHORISMS_FILE = Path(__file__).with_name("kozma_aphorisms.txt")
 @dataclass(frozen=True, slots=True)
 class Speak:
     """Time to post the next aphorism (sent by the bot to itself)."""
+
+
+# Every message the bot answers (besides the runtime's own `Probe` and `Describe`).
+KozmaMessage = Speak
 
 
 def load_aphorisms(path: Path = APHORISMS_FILE) -> list[str]:
@@ -56,7 +61,7 @@ class KozmaActor(Actor):
         if self._timer is None:  # not again after a restart
             self._schedule(self._first_delay)
 
-    def receive(self, message):
+    def receive(self, message: KozmaMessage) -> None:
         match message:
             case Speak():
                 text = random.choice(self._aphorisms)
@@ -64,7 +69,8 @@ class KozmaActor(Actor):
                 self.posted += 1
                 self._schedule(random.uniform(0, self._max_pause))
             case _:
-                raise TypeError(f"kozma cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a KozmaMessage has no case above
+                raise TypeError(f"kozma cannot handle {unexpected!r}")
 
     def _schedule(self, delay: float) -> None:
         self._timer = gevent.spawn_later(delay, self._speak_later)
@@ -73,7 +79,7 @@ class KozmaActor(Actor):
         if self.ref.alive:
             self.ref.tell(Speak())
 
-    def on_stop(self, reason) -> None:
+    def on_stop(self, reason: object) -> None:
         if self._timer is not None:
             self._timer.kill(block=False)
 

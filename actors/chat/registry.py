@@ -6,7 +6,7 @@ import json
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Never
 
 from actors import logfmt
 from actors.chat import resume
@@ -74,6 +74,10 @@ class ForgetRooms:
     """Ask: drop every room and its history, as a restarted server would have (answers how many)."""
 
 
+# Every message the registry answers (besides the runtime's own `Probe` and `Describe`).
+RegistryMessage = Post | ListRooms | ListRoomActors | FindRoom | RoomGaveUp | ForgetRooms
+
+
 @dataclass(frozen=True, slots=True)
 class Room:
     """What the registry knows of a room: its actor and its `/api/rooms/{name}` object."""
@@ -94,7 +98,7 @@ class _Entry:
         self.actor = actor
         self.json = b""
         self.creator = creator
-        self.held: deque[Held] = deque()  # its messages as the budget counts them, oldest first
+        self.held: deque[Held[_Entry]] = deque()  # its messages as the budget counts them, oldest first
 
 
 class RegistryActor(Actor):
@@ -132,8 +136,8 @@ class RegistryActor(Actor):
         super().__init__("registry", mailbox_limit=MAX_WAITING_POSTS)
         self._hub = hub
         self._max_messages = max_messages_in_room
-        self._shares = Shares(max_history_bytes, max_history_bytes_per_address, max_rooms,
-                              max_rooms_per_address)
+        self._shares: Shares[_Entry] = Shares(max_history_bytes, max_history_bytes_per_address,
+                                              max_rooms, max_rooms_per_address)
         self._rooms: OrderedDict[str, _Entry] = OrderedDict()  # least recently active first
         self._listing: tuple[bytes, ...] | None = None
         self._clock = Clock()
@@ -146,7 +150,7 @@ class RegistryActor(Actor):
     def on_start(self) -> None:
         self._hub.tell(resume.StartAt(self.run, (self._seq, 0)))
 
-    def receive(self, message):
+    def receive(self, message: RegistryMessage) -> tuple[bytes, ...] | list[ActorRef] | Room | int | None:
         match message:
             case Post(draft, username, _, address):
                 self._post(draft, username, address)
@@ -158,7 +162,7 @@ class RegistryActor(Actor):
                 return [entry.actor for entry in reversed(self._rooms.values())]
             case FindRoom(name):
                 entry = self._rooms.get(fold(name))
-                return entry and Room(entry.name, entry.actor, entry.json)
+                return None if entry is None else Room(entry.name, entry.actor, entry.json)
             case RoomGaveUp(room):
                 key = fold(room.name.removeprefix("room:"))
                 if key in self._rooms and self._rooms[key].actor == room:
@@ -173,7 +177,9 @@ class RegistryActor(Actor):
                 self._hub.tell(resume.StartAt(self.run, (self._seq, 0)))
                 return len(rooms)
             case _:
-                raise TypeError(f"registry cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a RegistryMessage has no case above
+                raise TypeError(f"registry cannot handle {unexpected!r}")
+        return None  # a tell: nobody waits for an answer
 
     def _post(self, draft: Draft, username: str, address: str) -> None:
         key = fold(draft.room)
@@ -201,7 +207,7 @@ class RegistryActor(Actor):
         entry.held.append(held)
         if len(entry.held) > self._max_messages:  # the room let its oldest go itself
             self._shares.release(entry.held.popleft())
-        dropped: dict[_Entry, list[Held]] = {}
+        dropped: dict[_Entry, list[Held[_Entry]]] = {}
         for gone in self._shares.hold(held):
             dropped.setdefault(gone.room, []).append(gone)
         for room, gone_ones in dropped.items():
@@ -251,7 +257,7 @@ class RegistryActor(Actor):
         except ActorError:
             pass  # the registry is stopping or swamped: the next post finds the room dead
 
-    def on_stop(self, reason) -> None:
+    def on_stop(self, reason: object) -> None:
         for entry in self._rooms.values():
             entry.actor.stop()
 

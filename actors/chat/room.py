@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Never
 
 from actors.chat.message import Message, encode_list
 from actors.runtime.actor import Actor
@@ -26,6 +27,10 @@ class Drop:
 @dataclass(frozen=True, slots=True)
 class GetHistory:
     """Ask: the `/history` body, oldest message first, as JSON bytes."""
+
+
+# Every message a room answers (besides the runtime's own `Probe` and `Describe`).
+RoomMessage = Append | Drop | GetHistory
 
 
 class RoomActor(Actor):
@@ -52,7 +57,7 @@ class RoomActor(Actor):
         self._history: deque[Message] = deque(maxlen=max_messages)
         self._history_body: bytes | None = None  # cached until the next message
 
-    def receive(self, message):
+    def receive(self, message: RoomMessage) -> bytes | None:
         match message:
             case Append(posted):
                 self._history.append(posted)
@@ -67,9 +72,11 @@ class RoomActor(Actor):
                     self._history_body = encode_list([m.json for m in self._history])
                 return self._history_body
             case _:
-                raise TypeError(f"room cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a RoomMessage has no case above
+                raise TypeError(f"room cannot handle {unexpected!r}")
+        return None  # a tell: nobody waits for an answer
 
-    def on_stop(self, reason) -> None:
+    def on_stop(self, reason: object) -> None:
         # A forgotten room's messages go now: the actor object itself may wait for the
         # cyclic garbage collector (it and its reference refer to each other).
         self._history.clear()

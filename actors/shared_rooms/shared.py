@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from typing import Never
 
 from actors import logfmt
 from actors.chat.message import Clock, Message, error_frame, format_created
@@ -59,6 +60,13 @@ class RoomGone(ActorError):
     """The room was forgotten (or Redis emptied) between finding it and reading it."""
 
 
+# The messages each actor here answers (besides the runtime's own `Probe` and `Describe`):
+# the in-memory actors' own, as far as each one's part goes.
+SharedRoomMessage = GetHistory
+SharedRegistryMessage = Post
+SharedDirectoryMessage = ListRooms | ListRoomActors | FindRoom
+
+
 class SharedRoomActor(Actor):
     """This process's door to one shared room: reads its history from Redis.
 
@@ -74,7 +82,7 @@ class SharedRoomActor(Actor):
         self.room = folded
         self._store = store
 
-    def receive(self, message):
+    def receive(self, message: SharedRoomMessage) -> bytes:
         match message:
             case GetHistory():
                 body = self._store.history(self.room)
@@ -82,7 +90,8 @@ class SharedRoomActor(Actor):
                     raise RoomGone(f"room {self.room} not found")
                 return body
             case _:
-                raise TypeError(f"room cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a SharedRoomMessage has no case above
+                raise TypeError(f"room cannot handle {unexpected!r}")
 
     def describe(self) -> dict:
         return {"room": self.room}
@@ -121,12 +130,13 @@ class SharedRegistryActor(Actor):
         self.failed = 0
         self.refused = 0
 
-    def receive(self, message):
+    def receive(self, message: SharedRegistryMessage) -> None:
         match message:
             case Post():
                 self._publish([message, *self._pending(Post)])
             case _:
-                raise TypeError(f"registry cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a SharedRegistryMessage has no case above
+                raise TypeError(f"registry cannot handle {unexpected!r}")
 
     def _publish(self, posts: list[Post]) -> None:
         waiting = [(post, self._make(post)) for post in posts]
@@ -217,7 +227,7 @@ class SharedDirectoryActor(Actor):
         self._listed_at = 0.0
         self.lists_read = 0
 
-    def receive(self, message):
+    def receive(self, message: SharedDirectoryMessage) -> tuple[bytes, ...] | list[ActorRef] | Room | None:
         match message:
             case ListRooms():
                 if self._list is None or time.monotonic() - self._listed_at > LIST_FRESH_SECONDS:
@@ -231,9 +241,10 @@ class SharedDirectoryActor(Actor):
             case FindRoom(name):
                 key = fold(name)
                 found = self._store.room(key)
-                return found and Room(found.name, self._room(key), found.json)
+                return None if found is None else Room(found.name, self._room(key), found.json)
             case _:
-                raise TypeError(f"directory cannot handle {message!r}")
+                unexpected: Never = message  # mypy fails here if a SharedDirectoryMessage has no case above
+                raise TypeError(f"directory cannot handle {unexpected!r}")
 
     def _room(self, key: str) -> ActorRef:
         room = self._rooms.get(key)
@@ -246,7 +257,7 @@ class SharedDirectoryActor(Actor):
         room = self._rooms[key] = SharedRoomActor(key, self._store).start(self._supervisor)
         return room
 
-    def on_stop(self, reason) -> None:
+    def on_stop(self, reason: object) -> None:
         for room in self._rooms.values():
             room.stop()
 

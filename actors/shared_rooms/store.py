@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
@@ -282,7 +284,7 @@ class RedisStore:
                      f"{new.created:0{STAMP_DIGITS}d}", new.address.replace("\t", " "),
                      message.json, len(message.json) - len(message.summary)]
 
-        def run():
+        def run() -> Any:
             try:
                 return self._redis.evalsha(self._post_sha, len(self._keys), *self._keys, *args)
             except NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): nothing ran
@@ -304,7 +306,7 @@ class RedisStore:
         for start in range(0, len(names), LIST_PAGE):
             page = names[start:start + LIST_PAGE]
 
-            def read(pipe, page=page):
+            def read(pipe: Pipeline, page: list[bytes] = page) -> None:
                 for folded in page:
                     pipe.hget(self.prefix + "room:" + folded.decode(), "json")
 
@@ -327,17 +329,20 @@ class RedisStore:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _pipeline(self, queue) -> list:
+    def _pipeline(self, queue: Callable[[Pipeline], None]) -> list[Any]:
         """Send commands as one pipeline without MULTI; per-command errors come back as values."""
-        def run():
+        def run() -> list[Any]:
             with self._redis.pipeline(transaction=False) as pipe:
                 queue(pipe)
                 return pipe.execute(raise_on_error=False)
         return self._call(run)
 
-    def _call(self, command):
+    def _call(self, command: Callable[[], Any]) -> Any:
         """Run `command` on a live link; an error reply is `StoreRefused`, a broken link
-        `StoreUnavailable` (only the stream reader decides that the link is down)."""
+        `StoreUnavailable` (only the stream reader decides that the link is down).
+
+        Answers Redis's reply as it came: its shape is the command's, which redis-py
+        does not type (each caller reads the one it sent)."""
         if not self.link.up:
             raise StoreUnavailable()
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import overload
 
 from app.config import Config
 
@@ -164,7 +165,16 @@ def resolved(name: str) -> dict:
     return _inline(SCHEMAS[name])
 
 
-def _inline(schema):
+@overload
+def _inline(schema: dict) -> dict: ...
+
+
+@overload
+def _inline(schema: object) -> object: ...
+
+
+def _inline(schema: object) -> object:
+    """`schema` (or any part of one) with every `$ref` in it replaced by what it names."""
     if isinstance(schema, dict):
         if "$ref" in schema:
             return _inline(SCHEMAS[schema["$ref"].rsplit("/", 1)[1]])
