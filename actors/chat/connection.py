@@ -195,23 +195,14 @@ def serve(hub: ActorRef, registry: ActorRef, transport: Transport, client: Clien
         while (raw := transport.receive()) is not None:
             observer.received()
             try:
-                # Both budgets are charged before a frame is parsed, by its length (what
-                # parsing it costs: flood.cost_of); a dropped frame is never parsed.
-                now, size = time.monotonic(), len(raw)
-                refused_at: int | None = None  # the rate the frame is over
-                what = "too many messages"
-                if not flood.admit(now, size):
-                    refused_at = flood.per_second
-                elif not share.admit_message(now, size):
-                    flood.dropped(now)  # the address's flood is this connection's too
-                    refused_at, what = share.per_second, "too many messages from your address"
-                if refused_at is not None:
+                over = _over_rate(flood, share, len(raw))
+                if over is not None:
                     if flood.flooding:
                         cut_off = FLOOD
                         log.warning("event=flood session=%s username=%s remote=%s",
                                     name, username, remote)
                         break
-                    raise rate_limited(raw, limits.parse, refused_at, v2, what)
+                    raise rate_limited(raw, limits.parse, *over, v2)
                 reply = handle_frame(raw, client.username, limits.parse, registry,
                                      reply_to=session if v2 else None, address=remote,
                                      stopping=stopping())
@@ -251,6 +242,22 @@ def _join(hub: ActorRef, session: ActorRef, client: Client, limits: ConnectionLi
         session.stop(TRY_LATER)
 
 
+def _over_rate(flood: FloodGuard, share: AddressShare, size: int) -> tuple[int, str] | None:
+    """Charge a frame of `size` characters to the connection's rate, then to its address's share.
+
+    Both are charged before the frame is parsed, by its length (what parsing it
+    costs: `flood.cost_of`); a dropped frame is never parsed. Returns None when
+    both admit it, else the rate it is over and what the client is told.
+    """
+    now = time.monotonic()
+    if not flood.admit(now, size):
+        return flood.per_second, "too many messages"
+    if not share.admit_message(now, size):
+        flood.dropped(now)  # the address's flood is this connection's too
+        return share.per_second, "too many messages from your address"
+    return None
+
+
 def end_reason(cut_off: Disconnect | None, close_code: int | None) -> str:
     """Why a connection ended, as one of `END_REASONS`: what cut it off, else its close code."""
     if cut_off is not None:
@@ -259,8 +266,8 @@ def end_reason(cut_off: Disconnect | None, close_code: int | None) -> str:
     return _CLOSE_CODE_REASONS.get(close_code or 0, "client")
 
 
-def rate_limited(raw: str | bytes, limits: Limits, per_second: int, v2: bool,
-                 what: str = "too many messages") -> BadFrame:
+def rate_limited(raw: str | bytes, limits: Limits, per_second: int, what: str,
+                 v2: bool) -> BadFrame:
     """The drop of a frame over a rate of `per_second`, parsed at most if short, to echo its `id`."""
     id = None
     if v2 and not isinstance(raw, bytes) and len(raw) <= ID_OF_DROPPED_FRAMES_UP_TO:
