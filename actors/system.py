@@ -87,8 +87,9 @@ class Chat:
     listener: Listener | None = None  # only when rooms are shared through Redis
     store: RedisStore | None = None
     # the last listings asked for the actor view, and the last rooms body with what it joined
-    _last_lists: dict[str, list[ActorRef]] = field(default_factory=dict, repr=False)
-    _rooms_body: tuple[object, bytes] = field(default=((), b'{"result":[]}'), repr=False)
+    _last_lists: dict[str, list[ActorRef]] = field(default_factory=dict, init=False, repr=False)
+    _rooms_body: tuple[object, bytes] = field(default=((), b'{"result":[]}'), init=False,
+                                              repr=False)
 
     DISCONNECT_KINDS = (*CLOSES, "silent")  # how the disconnect control may close a session
 
