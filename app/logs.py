@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from actors.logfmt import LogfmtFormatter
+from actors import logfmt
 
 
 def setup(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(logfmt.LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

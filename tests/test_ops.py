@@ -19,7 +19,7 @@ import pytest
 import websocket
 import websockets
 
-from app.ops.limits import FloodGuard, cost_of
+from actors.chat.flood import FloodGuard, cost_of
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, scrape, wait_for
 

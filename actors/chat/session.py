@@ -112,7 +112,7 @@ class SessionActor(Actor):
     def __init__(self, name: str, transport: Transport, username: str, max_outbox: int,
                  ping_interval: float = 25.0, ping_timeout: float = 20.0,
                  max_outbox_bytes: int | None = None, positions: bool = False,
-                 ended: AsyncResult | None = None):
+                 ended: AsyncResult | None = None) -> None:
         super().__init__(name, mailbox_limit=max_outbox, mailbox_bytes=max_outbox_bytes)
         self._positions = positions
         self.username = username
@@ -127,13 +127,13 @@ class SessionActor(Actor):
         self.writes = 0  # system calls: sent / writes is how many frames each carried
         self._ended = ended
 
-    def weigh(self, message) -> int:
+    def weigh(self, message: object) -> int:
         """A frame weighs its JSON (what it costs us while it waits); a tick weighs nothing."""
         if isinstance(message, Frame):
             return len(message.json)
         return message.weight if type(message) is Replay else 0
 
-    def receive(self, message) -> None:
+    def receive(self, message: object) -> None:
         if type(message) is KeepAlive:
             self._keep_alive()
             return
@@ -210,6 +210,6 @@ class SessionActor(Actor):
             if self._ended is not None:
                 self._ended.set(SessionEnded(self.closed_with, self.sent))
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, object]:
         return {"username": self.username, "sent": self.sent, "writes": self.writes,
                 "closed_with": self.closed_with}

@@ -11,11 +11,11 @@ import json
 import time
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
 
-from actors.chat.message import encode_error, encode_list, encode_result
-from actors.chat.registry import FindRoom, ListRooms
-from actors.chat.room import GetHistory
-from actors.runtime.actor import ActorError
+from actors.chat.message import encode_error, encode_result
+from actors.system import ActorError
+from app import door
 from app.api import contract
 from app.target import text
 
@@ -34,8 +34,8 @@ def error_response(text: str, status: int) -> Response:
 
 
 @bp.route("/settings", methods=READ_METHODS)
-def settings():
-    config = current_app.config["NANE"]
+def settings() -> Response:
+    config = door.nane().config
     started = current_app.config["NANE_STARTED_NS"]
     body = {"max_message_length": config.max_message_length,
             "max_room_title_length": config.max_room_title_length,
@@ -46,7 +46,7 @@ def settings():
 
 
 @bp.route("/openapi.json", methods=READ_METHODS)
-def openapi_document():
+def openapi_document() -> Response:
     """The OpenAPI 3.1 document of this API (app/api/contract.py)."""
     global _openapi_body
     if _openapi_body is None:
@@ -58,45 +58,28 @@ _openapi_body: bytes | None = None
 
 
 @bp.route("/rooms", methods=READ_METHODS)
-def rooms():
-    """The rooms' objects come from their owner; the body is joined here, outside its turn,
-    and kept until it answers another listing (one join per change, not per call)."""
-    global _rooms_body
-    listing = _directory().ask(ListRooms())
-    if _rooms_body[0] is not listing:
-        _rooms_body = (listing, encode_list(listing))
-    return json_response(_rooms_body[1])
-
-
-_rooms_body: tuple[object, bytes] = ((), b'{"result":[]}')
+def rooms() -> Response:
+    return json_response(door.chat().rooms())
 
 
 @bp.route("/rooms/<path:name>", methods=READ_METHODS)
-def room(name: str):
+def room(name: str) -> Response:
     # werkzeug decodes the path as UTF-8 too, but merges some bytes that are not UTF-8 into one
     # U+FFFD where the original gives one per byte (app/target.py)
     name = text(request.environ["PATH_INFO"]).removeprefix(f"{bp.url_prefix}/rooms/")
     if name.endswith("/history"):
         return history(name.removesuffix("/history"))
-    found = _directory().ask(FindRoom(name))
+    found = door.chat().room(name)
     if found is None:
         return error_response(f"room {name} not found", 404)
-    return json_response(b'{"result":' + found.json + b"}")
+    return json_response(found)
 
 
 def history(name: str) -> Response:
-    found = _directory().ask(FindRoom(name))
-    if found is not None:
-        try:
-            return json_response(found.actor.ask(GetHistory()))
-        except ActorError:
-            pass  # forgotten between the two asks
-    return error_response(f"room {name} not found", 404)
-
-
-def _directory():
-    """Who answers questions about rooms (the registry in memory; on Redis, off its turn)."""
-    return current_app.extensions["nane"].directory
+    found = door.chat().history(name)
+    if found is None:
+        return error_response(f"room {name} not found", 404)
+    return json_response(found)
 
 
 def add_cors(response: Response) -> Response:
@@ -111,24 +94,26 @@ def add_cors(response: Response) -> Response:
     return response
 
 
-def api_error(error):
+def api_error(error: HTTPException) -> HTTPException | Response:
     """404 and 405 under /api/ answer the JSON envelope too."""
     if not request.path.startswith("/api/"):
         return error
-    response = error_response(error.description if error.code != 404 else
-                              f"no such endpoint: {request.path}", error.code)
-    if getattr(error, "valid_methods", None):  # RFC 9110: a 405 names the allowed methods
-        response.headers["Allow"] = ", ".join(error.valid_methods)
+    code = error.code or 500
+    response = error_response(error.description or "" if code != 404 else
+                              f"no such endpoint: {request.path}", code)
+    valid_methods = getattr(error, "valid_methods", None)
+    if valid_methods:  # RFC 9110: a 405 names the allowed methods
+        response.headers["Allow"] = ", ".join(valid_methods)
     return response
 
 
-def storage_unavailable(error):
+def storage_unavailable(error: Exception) -> Response:
     """Rooms shared through Redis cannot be read now: Redis is unreachable, or refused the command."""
-    response = error_response(error.reason, 503)
+    response = error_response(str(getattr(error, "reason", error)), 503)
     response.headers["Retry-After"] = "1"
     return response
 
 
-def actor_unavailable(error: ActorError):
+def actor_unavailable(error: ActorError) -> Response:
     """An actor did not answer (stopped, its mailbox full, too slow): busy, not broken."""
     return error_response("server busy, try again", 503)

@@ -10,8 +10,9 @@ printed at start (or `NANE_CONTROLS_TOKEN`), sent as `Authorization: Bearer
 
 The controls never reach into an actor's state: they use the runtime's own
 fault methods on `ActorRef` (`crash`, `pause`, `resume`, `slow_down`, the way
-Erlang's `sys:suspend` works on any process), and messages the hub, the
-registry and a session answer (`DelayDelivery`, `ForgetRooms`, `GoSilent`).
+Erlang's `sys:suspend` works on any process), and the chat's door for what
+the hub, the registry and a session answer (`Chat.disconnect`, `Chat.forget`,
+`Chat.delay_delivery`).
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ import secrets
 import time
 
 import gevent
-from flask import Blueprint, Flask, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, request
 
 from actors import logfmt
-from actors.chat.hub import DelayDelivery, DisconnectAll, ListSessions
 from actors.chat.message import encode_result
-from actors.chat.registry import FindRoom, ForgetRooms
-from actors.chat.session import Disconnect, GoSilent
-from actors.runtime.actor import ActorRef, Describe, ask_all
+from actors.system import ActorRef, Chat
+from app import door
 from app.api.routes import error_response, json_response
-from app.ops.metrics import BY_CONTROL
+from app.config import Config
 
 log = logging.getLogger("nane.controls")
 
@@ -43,10 +42,7 @@ SILENT_SECONDS = 60.0  # a silent session is dropped (no close frame) after this
 MAX_SILENT_SECONDS = 600.0
 CRASHES_BEFORE_GIVING_UP = 20  # crash-until-give-up stops trying after this many (it takes 6)
 CORE = ("registry", "hub", "kozma")  # a give-up here would stop the whole chat
-RESTARTING = Disconnect(1001, BY_CONTROL + ": server restarting")
-CLOSES = {"1000": Disconnect(1000, BY_CONTROL), "1001": Disconnect(1001, BY_CONTROL),
-          "1011": Disconnect(1011, BY_CONTROL), "drop": Disconnect(1006, BY_CONTROL + ": drop")}
-DISCONNECT_KINDS = [*CLOSES, "silent"]
+DISCONNECT_KINDS = list(Chat.DISCONNECT_KINDS)
 CONTROLS = ["crash", "crash-until-give-up", "slow", "pause", "resume", "disconnect", "forget",
             "delay"]
 
@@ -54,9 +50,9 @@ CONTROLS = ["crash", "crash-until-give-up", "slow", "pause", "resume", "disconne
 class Controls:
     """The token, and what each control last did to which actor (for the actor view)."""
 
-    def __init__(self, token: str):
+    def __init__(self, token: str) -> None:
         self.token = token
-        self.touched: dict[str, dict] = {}  # actor name -> {"control", "at"}
+        self.touched: dict[str, dict[str, object]] = {}  # actor name -> {"control", "at"}
         self._core_crashes: dict[str, list[float]] = {}
 
     def allows(self, header: str) -> bool:
@@ -79,27 +75,21 @@ class Controls:
         return True
 
 
-def install(app: Flask) -> None:
-    """Register the endpoints; with `controls` on, make the token and say it once."""
-    app.register_blueprint(bp)
-    config = app.config["NANE"]
+def make(config: Config) -> Controls | None:
+    """With `controls` on, make the token and say it once; None when they are off."""
     if not config.controls:
-        return
+        return None
     token = config.controls_token or secrets.token_urlsafe(18)
-    app.extensions["nane_controls"] = Controls(token)
     shown = "(NANE_CONTROLS_TOKEN)" if config.controls_token else token
     log.warning("event=controls_on token=%s page=%s "
                 "msg=\"fault controls are ON: never on a public server\"", logfmt.value(shown),
                 logfmt.value(f"/actors#token={shown}"))
-
-
-def controls_of(app: Flask) -> Controls | None:
-    return app.extensions.get("nane_controls")
+    return Controls(token)
 
 
 @bp.before_request
-def only_with_the_token():
-    controls = controls_of(current_app)
+def only_with_the_token() -> Response | None:
+    controls = door.nane().controls
     if controls is None:
         abort(404)  # off: indistinguishable from a path that does not exist
     if request.method == "OPTIONS":
@@ -111,27 +101,28 @@ def only_with_the_token():
 
 
 @bp.route("", methods=["GET", "POST"])
-def overview():
+def overview() -> Response:
     """What the page needs: which controls exist, and the hub's delivery delay."""
     return _answer({"controls": CONTROLS, "disconnect": DISCONNECT_KINDS,
-                    "delay_ms": _info(current_app.extensions["nane"].hub).get("delay_ms", 0)})
+                    "delay_ms": _info(door.chat().hub).get("delay_ms", 0)})
 
 
 @bp.route("/crash", methods=["POST"])
-def crash():
+def crash() -> Response:
     ref = _actor()
     name = ref.name
-    if name in CORE and not _controls().core_crash_allowed(name, 10.0, 4):
+    window, budget = door.chat().core_crash_budget()  # its supervisor's own limits
+    if name in CORE and not _controls().core_crash_allowed(name, window, budget):
         return error_response(f"one more crash now and {name}'s supervisor would give up on it, "
-                              "stopping the whole chat; wait 10 s (rooms can be crashed until "
-                              "their supervisor gives up)", 409)
+                              f"stopping the whole chat; wait {window:g} s (rooms can be crashed "
+                              "until their supervisor gives up)", 409)
     _record("crash", name)
     _crash_once(ref)
     return _answer({"control": "crash", "actor": _info(ref)})
 
 
 @bp.route("/crash-until-give-up", methods=["POST"])
-def crash_until_give_up():
+def crash_until_give_up() -> Response:
     ref = _actor()
     if not ref.name.startswith("room:"):
         return error_response("only a room can be crashed until its supervisor gives up", 409)
@@ -144,7 +135,7 @@ def crash_until_give_up():
 
 
 @bp.route("/slow", methods=["POST"])
-def slow():
+def slow() -> Response:
     ref = _actor()
     ms = _number("ms", 0, MAX_DELAY_MS)
     _record("slow", ref.name, f"ms={ms}")
@@ -154,15 +145,18 @@ def slow():
 
 @bp.route("/pause", methods=["POST"], defaults={"control": "pause"})
 @bp.route("/resume", methods=["POST"], defaults={"control": "resume"})
-def pause_or_resume(control: str):
+def pause_or_resume(control: str) -> Response:
     ref = _actor()
     _record(control, ref.name)
-    ref.pause() if control == "pause" else ref.resume()
+    if control == "pause":
+        ref.pause()
+    else:
+        ref.resume()
     return _answer({"control": control, "actor": _info(ref)})
 
 
 @bp.route("/disconnect", methods=["POST"])
-def disconnect():
+def disconnect() -> Response:
     ref = _actor()
     if not ref.name.startswith("session:"):
         return error_response("only a session can be disconnected", 409)
@@ -170,52 +164,47 @@ def disconnect():
     if how not in DISCONNECT_KINDS:
         return error_response(f"how must be one of {', '.join(DISCONNECT_KINDS)}", 400)
     _record("disconnect", ref.name, f"how={how}")
-    if how == "silent":
-        seconds = _number("seconds", 1, MAX_SILENT_SECONDS, SILENT_SECONDS)
-        ref.ask(GoSilent(), timeout=ASK_SECONDS)  # reads nothing more...
-        ref.pause()  # ...and writes nothing more: only the client's own timeout can tell
-        gevent.spawn_later(seconds, ref.kill, CLOSES["drop"])  # bounded: gone after `seconds`
-    else:
-        ref.kill(CLOSES[how])
+    silent_for = _number("seconds", 1, MAX_SILENT_SECONDS, SILENT_SECONDS) \
+        if how == "silent" else 0.0
+    door.chat().disconnect(ref, how, ASK_SECONDS, silent_for)
     return _answer({"control": "disconnect", "how": how, "actor": _info(ref)})
 
 
 @bp.route("/forget", methods=["POST"])
-def forget():
+def forget() -> Response:
     """What a restart does: uptime from zero, no rooms, every connection closed (1001)."""
-    chat = current_app.extensions["nane"]
+    chat = door.chat()
     if chat.store is not None:
         return error_response("with Redis the rooms live in Redis: restart the processes and "
                               "empty Redis to forget everything", 409)
     _record("forget", "registry")
     current_app.config["NANE_STARTED_NS"] = time.monotonic_ns()
-    rooms = chat.registry.ask(ForgetRooms(), timeout=ASK_SECONDS)
-    sessions = chat.hub.ask(DisconnectAll(RESTARTING), timeout=ASK_SECONDS)
+    rooms, sessions = chat.forget(ASK_SECONDS)
     return _answer({"control": "forget", "rooms": rooms, "sessions": sessions})
 
 
 @bp.route("/delay", methods=["POST"])
-def delay():
+def delay() -> Response:
     ms = _number("ms", 0, MAX_DELAY_MS)
-    hub = current_app.extensions["nane"].hub
-    _record("delay", hub.name, f"ms={ms}")
-    hub.ask(DelayDelivery(ms / 1000), timeout=ASK_SECONDS)
-    return _answer({"control": "delay", "actor": _info(hub)})
+    chat = door.chat()
+    _record("delay", chat.hub.name, f"ms={ms}")
+    chat.delay_delivery(ms / 1000, ASK_SECONDS)
+    return _answer({"control": "delay", "actor": _info(chat.hub)})
 
 
 # -- helpers -------------------------------------------------------------------
 
 def _controls() -> Controls:
-    controls = controls_of(current_app)
+    controls = door.nane().controls
     assert controls is not None, "the controls' routes exist only with the controls installed"
     return controls
 
 
-def _answer(result: dict):
+def _answer(result: dict[str, object]) -> Response:
     return json_response(encode_result(result))
 
 
-def _param(key: str):
+def _param(key: str) -> object:
     body = request.get_json(silent=True, force=True)
     if isinstance(body, dict) and key in body:
         return body[key]
@@ -227,7 +216,7 @@ def _number(key: str, low: int, high: float, default: float | None = None) -> fl
     if raw is None and default is not None:
         return default
     try:
-        value = int(raw)
+        value = int(raw)  # type: ignore[call-overload]  # a JSON value or a query string
     except (TypeError, ValueError):
         abort(error_response(f"{key} must be an integer from {low} to {int(high)}", 400))
     if not low <= value <= high:
@@ -241,19 +230,8 @@ def _actor() -> ActorRef:
     if not isinstance(name, str) or not name:
         abort(error_response("actor is required: registry, hub, kozma, room:NAME or session:N",
                              400))
-    chat = current_app.extensions["nane"]
-    found = None
-    if name in ("registry", "hub"):
-        found = getattr(chat, name)
-    elif name == "kozma":
-        found = chat.kozma
-    elif name.startswith("room:"):
-        room = chat.directory.ask(FindRoom(name.removeprefix("room:")), timeout=ASK_SECONDS)
-        found = room and room.actor
-    elif name.startswith("session:"):
-        sessions = chat.hub.ask(ListSessions(), timeout=ASK_SECONDS)
-        found = next((s for s in sessions if s.name == name), None)
-    if found is None or not found.alive:
+    found = door.chat().find(name, ASK_SECONDS)
+    if found is None:
         abort(error_response(f"no actor named {name}", 404))
     return found
 
@@ -261,7 +239,7 @@ def _actor() -> ActorRef:
 def _record(control: str, actor: str, detail: str = "") -> None:
     log.warning("event=control control=%s actor=%s%s remote=%s", control, logfmt.value(actor),
                 f" {detail}" if detail else "", request.remote_addr)
-    current_app.extensions["nane_metrics"].controls.labels(control).inc()
+    door.nane().metrics.controls.labels(control).inc()
     _controls().remember(actor, control + (f" {detail}" if detail else ""))
 
 
@@ -276,9 +254,9 @@ def _crash_once(ref: ActorRef) -> None:
         gevent.sleep(0.005)
 
 
-def _info(ref: ActorRef) -> dict:
+def _info(ref: ActorRef) -> dict[str, object]:
     """The actor as the view shows it: the runtime's counters and its answer to `Describe`
     (left out when it cannot answer within ASK_SECONDS: slowed down, swamped, stopped)."""
-    facts = {**ref.stats(), **ask_all([ref], Describe(), ASK_SECONDS).get(ref, {})}
+    facts = door.chat().describe(ref, ASK_SECONDS)
     facts.pop("closed_with", None)  # not JSON, and not what a control's caller asked
     return facts

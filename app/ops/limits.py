@@ -1,85 +1,16 @@
-"""Rate limits per connection and per address: plain arithmetic, no sockets, tested without a network."""
+"""Per-address limits: connections, the shared message budget, resumes; and who the client is.
+
+Plain arithmetic, no sockets, tested without a network. A connection's own
+rate limit is the chat's (actors/chat/flood.py); what one address's
+connections share is kept here and handed to the chat as an `AddressShare`.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import time
 
-# A frame counts as one message for every started this many characters. Parsing JSON costs
-# up to ~40 ns a character whatever the frame holds (bench/parse_cost.py), so the rate
-# limits bound parse time, not only frames: 200 messages a second (an address's default)
-# are at most ~33 ms of parsing a second, however the frames are built. A chat message of
-# up to 4,096 characters costs one, as before; a frame of the largest size about 32.
-CHARACTERS_PER_MESSAGE = 4096
-
-
-def cost_of(characters: int) -> int:
-    """What a frame of `characters` costs the rate limits, in messages (at least one)."""
-    return max(1, -(-characters // CHARACTERS_PER_MESSAGE))
-
-
-class FloodGuard:
-    """Admits at most `per_second` frames a second (bursts of `burst`), and spots a flood.
-
-    A token bucket: each frame takes a token per started `CHARACTERS_PER_MESSAGE`
-    characters (what it costs to parse), tokens come back at `per_second`
-    and the bucket holds `burst` (five seconds' worth by default, so a client
-    that reconnects and resends its unacknowledged backlog is not punished). A frame
-    without tokens enough is dropped, unparsed. A connection that has frames dropped in more than
-    `max_flood_seconds` consecutive seconds is flooding: the caller closes it;
-    drops decided elsewhere (the address's shared budget) count too (`dropped`).
-
-    Args:
-        per_second: the sustained rate allowed.
-        max_flood_seconds: seconds in a row with drops that are still tolerated.
-        burst: the bucket size (default 5 x per_second).
-    """
-
-    __slots__ = ("per_second", "burst", "max_flood_seconds", "_tokens", "_updated",
-                 "_last_drop_second", "_drop_streak")
-
-    def __init__(self, per_second: int, max_flood_seconds: int, burst: int | None = None):
-        self.per_second = per_second
-        self.burst = burst or 5 * per_second
-        self.max_flood_seconds = max_flood_seconds
-        self._tokens = float(self.burst)
-        self._updated: float | None = None
-        self._last_drop_second = -2
-        self._drop_streak = 0
-
-    def admit(self, now: float, characters: int = 0) -> bool:
-        """One frame of `characters` arrives at `now` (monotonic seconds): may it through?
-
-        Its cost is capped at `burst`, so that with a full bucket any frame passes.
-        """
-        if self._updated is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_second)
-        self._updated = now
-        cost = min(cost_of(characters), self.burst)
-        if self._tokens >= cost:
-            self._tokens -= cost
-            return True
-        self.dropped(now)
-        return False
-
-    def dropped(self, now: float) -> None:
-        """A frame of this connection was dropped at `now`: it counts towards a flood."""
-        second = int(now)
-        if second != self._last_drop_second:
-            consecutive = second == self._last_drop_second + 1
-            self._drop_streak = self._drop_streak + 1 if consecutive else 1
-            self._last_drop_second = second
-
-    def full(self, now: float) -> bool:
-        """Would the bucket be full at `now`? (Then forgetting it changes nothing.)"""
-        if self._updated is None:
-            return True
-        return self._tokens + (now - self._updated) * self.per_second >= self.burst
-
-    @property
-    def flooding(self) -> bool:
-        """Frames were dropped in more than `max_flood_seconds` seconds in a row."""
-        return self._drop_streak > self.max_flood_seconds
+from actors.chat.flood import FloodGuard
 
 
 class AddressLimits:
@@ -101,7 +32,8 @@ class AddressLimits:
         resumes_per_second: replays an address may ask for per second.
     """
 
-    def __init__(self, max_connections: int, per_second: int, resumes_per_second: int = 1 << 30):
+    def __init__(self, max_connections: int, per_second: int,
+                 resumes_per_second: int = 1 << 30) -> None:
         self.max_connections = max_connections
         self.per_second = per_second
         self.resumes_per_second = resumes_per_second
@@ -125,6 +57,10 @@ class AddressLimits:
             self._open.pop(address, None)
             self._budgets.pop(address, None)
 
+    def share(self, address: str) -> AddressShare:
+        """What `address`'s connections share, as the chat's reader asks it (one per connection)."""
+        return AddressShare(self, address, self.budget(address))
+
     def resumes(self, address: str) -> FloodGuard:
         """The resume budget of `address`."""
         guard = self._resumes.get(address)
@@ -142,6 +78,29 @@ class AddressLimits:
         if guard is None:
             guard = self._budgets[address] = FloodGuard(self.per_second, max_flood_seconds=0)
         return guard
+
+
+class AddressShare:
+    """One connection's view of its address's budgets: the narrow interface the chat's reader uses."""
+
+    __slots__ = ("_limits", "_address", "_budget")
+
+    def __init__(self, limits: AddressLimits, address: str, budget: FloodGuard) -> None:
+        self._limits = limits
+        self._address = address
+        self._budget = budget
+
+    @property
+    def per_second(self) -> int:
+        return self._budget.per_second
+
+    def admit_message(self, now: float, characters: int) -> bool:
+        """May one more frame of `characters` from this address through at `now`?"""
+        return self._budget.admit(now, characters)
+
+    def admit_resume(self, now: float) -> bool:
+        """May this address have one more replay (`?v=2&since=`) at `now`?"""
+        return self._limits.resumes(self._address).admit(now)
 
 
 def client_address(environ: dict, trusted_proxies: frozenset[str]) -> str:
@@ -189,7 +148,7 @@ class AcceptedSockets:
         exempt: peer addresses that are not counted (`trusted_proxies`; "*": none is).
     """
 
-    def __init__(self, share: int, exempt: frozenset[str] = frozenset()):
+    def __init__(self, share: int, exempt: frozenset[str] = frozenset()) -> None:
         self.share = share
         self.exempt = exempt
         self._open: dict[str, int] = {}

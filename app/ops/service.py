@@ -6,7 +6,8 @@ run mode uses (`python -m app` and both gunicorn workers, see gunicorn.conf.py):
 
 1. refuse new websockets and new messages, and stop accepting connections;
 2. let the sequencer hand every message it accepted to the hub, then every
-   session writes what is already in its outbox and closes with 1001;
+   session writes what is already in its outbox and closes with 1001
+   (`Chat.stop_gracefully`);
 3. a session still writing when half the grace period is gone is cut off
    (its 1001 close frame is still tried, for at most a second);
 4. wait for the connections to end, and leave a second for the server to exit.
@@ -19,19 +20,17 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 import greenlet
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 from gevent.event import Event
 
-from actors import logfmt
-from actors.chat.hub import DrainAll
 from actors.chat.message import encode_error, encode_result
-from actors.chat.session import GOING_AWAY
-from actors.runtime.actor import ActorError, Describe, Probe, ask_all
+from app import door
 from app.api.routes import JSON
-from app.ops.limits import AddressLimits, client_address
+from app.ops.limits import AddressLimits, AddressShare, client_address
 
 log = logging.getLogger("nane.ops")
 
@@ -54,7 +53,7 @@ class Connections:
     ADDRESS_FULL = "too many connections from your address"
 
     def __init__(self, max_connections: int, addresses: AddressLimits | None = None,
-                 trusted_proxies: frozenset[str] = frozenset()):
+                 trusted_proxies: frozenset[str] = frozenset()) -> None:
         self.max = max_connections
         self.open = 0
         self.stopping = False
@@ -63,11 +62,15 @@ class Connections:
         self.addresses = addresses or AddressLimits(max_connections, 1 << 30)
         self.trusted_proxies = trusted_proxies
 
-    def address_of(self, environ: dict) -> str:
+    def address_of(self, environ: dict[str, Any]) -> str:
         """The client address this request counts against (see `limits.client_address`)."""
         return client_address(environ, self.trusted_proxies)
 
-    def acquire(self, environ: dict) -> str | None:
+    def share_of(self, address: str) -> AddressShare:
+        """What `address`'s connections may still send together (for one more connection)."""
+        return self.addresses.share(address)
+
+    def acquire(self, environ: dict[str, Any]) -> str | None:
         """Take a slot for this request: None when taken (or already held), else why not."""
         if environ.get(SLOT):
             return None
@@ -83,29 +86,30 @@ class Connections:
         self.idle.clear()
         return None
 
-    def release(self, environ: dict) -> None:
+    def release(self, environ: dict[str, Any]) -> None:
         address = environ.pop(SLOT, None)
-        if address is not None:
+        if isinstance(address, str):
             self.addresses.release(address)
             self.open -= 1
             if self.open <= 0:
                 self.idle.set()
 
 
-def connections_of(app) -> Connections | None:
+def connections_of(app: object) -> Connections | None:
     """The `Connections` of a WSGI app, if it is ours (the server handler asks this)."""
-    extensions = getattr(app, "extensions", None)
-    return extensions.get("nane_connections") if extensions else None
+    nane = door.of(app)
+    return nane.connections if nane is not None else None
 
 
 def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float) -> None:
     """Close every websocket with 1001 after its outbox drains; return within `grace` - 1 s."""
     started = time.monotonic()
-    connections: Connections = app.extensions["nane_connections"]
+    nane = door.of(app)
+    assert nane is not None, "an app made by create_app"
+    connections, chat = nane.connections, nane.chat
     if connections.stopping:
         return
     connections.stopping = True
-    chat = app.extensions["nane"]
     deadline = started + max(grace - 1.0, 0.5)
     drain_until = started + max(grace / 2 - 1.0, 0.25)
     log.info("event=shutdown_begin connections=%d grace=%ss", connections.open, grace)
@@ -113,27 +117,17 @@ def stop_gracefully(app: Flask, stop_accepting: Callable[[], None], grace: float
         stop_accepting()
     except Exception:
         log.exception("event=stop_accepting_failed")
-    sessions = []
-    try:  # every post accepted so far is stamped and handed to the hub before the drain
-        chat.registry.ask(Probe(), timeout=max(drain_until - time.monotonic(), 0.1))
-        sessions = chat.hub.ask(DrainAll(GOING_AWAY), timeout=max(drain_until - time.monotonic(), 0.1))
-    except ActorError as error:
-        log.warning("event=drain_failed error=%s", logfmt.value(repr(error)))
-    cut_off = 0
-    for session in sessions:
-        if not session.join(timeout=max(drain_until - time.monotonic(), 0)):
-            session.kill(GOING_AWAY)
-            cut_off += 1
+    sessions, cut_off = chat.stop_gracefully(drain_until - time.monotonic())
     connections.idle.wait(timeout=max(deadline - time.monotonic(), 0))
     chat.stop()
     log.info("event=shutdown_done sessions=%d cut_off=%d still_open=%d seconds=%.3f",
-             len(sessions), cut_off, connections.open, time.monotonic() - started)
+             sessions, cut_off, connections.open, time.monotonic() - started)
 
 
 HTTP_CUTTER = "nane.http_cutter"  # the environ key of a request's deadline greenlet
 
 
-def cut_when_late(sock, seconds: float, remote: str,
+def cut_when_late(sock: socket.socket, seconds: float, remote: str,
                   on_cut: Callable[[], None] = lambda: None) -> gevent.Greenlet:
     """Shut `sock` down after `seconds` unless killed first: a request's whole-time deadline.
 
@@ -161,31 +155,32 @@ def cut_when_late(sock, seconds: float, remote: str,
     return gevent.spawn_later(seconds, cut)
 
 
-def lift_request_deadline(environ: dict) -> None:
+def lift_request_deadline(environ: dict[str, Any]) -> None:
     """The request became a websocket: it may live as long as it likes.
 
     Under `gunicorn -k gevent` (`bound_http_requests`); in the other modes the
     handler lifts its own deadline (app/server.py).
     """
     cutter = environ.pop(HTTP_CUTTER, None)
-    if cutter is not None:
+    if isinstance(cutter, gevent.Greenlet):
         cutter.kill()
 
 
 @bp.before_app_request
-def bound_http_requests():
+def bound_http_requests() -> Response | None:
     """Under `gunicorn -k gevent`: what app/server.py's handler does in the other modes.
 
     Nothing here reads a body, so a big one is refused unread (413) and the
     connection closed; and the request, its answer included, must be done
     within `http_idle_timeout_seconds` (the /ws view lifts that for a websocket).
     """
-    config = current_app.config["NANE"]
+    nane = door.nane()
+    config = nane.config
     sock = request.environ.get("gunicorn.socket")
     if sock is not None and HTTP_CUTTER not in request.environ:
         request.environ[HTTP_CUTTER] = cut_when_late(
-            sock, config.http_idle_timeout_seconds, request.remote_addr,
-            current_app.extensions["nane_metrics"].http_timeouts.inc)
+            sock, config.http_idle_timeout_seconds, request.remote_addr or "-",
+            nane.metrics.http_timeouts.inc)
     if (request.content_length or 0) > config.max_request_body_bytes:
         response = _json(f"request body larger than {config.max_request_body_bytes} bytes", 413)
         response.headers["Connection"] = "close"
@@ -203,63 +198,55 @@ def stop_the_deadline_once_answered(response: Response) -> Response:
 
 # -- health --------------------------------------------------------------------
 
-def _json(value, status: int = 200) -> Response:
-    body = encode_result(value) if status < 400 else encode_error(value)
+def _json(value: object, status: int = 200) -> Response:
+    body = encode_result(value) if status < 400 else encode_error(str(value))
     return Response(body, status=status, content_type=JSON)
 
 
 @bp.route("/healthz", methods=["GET", "HEAD"])
-def healthz():
+def healthz() -> Response:
     """The process serves HTTP."""
     return _json({"status": "ok"})
 
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
-def readyz():
-    """The actors answer (and every check others registered, e.g. Redis): ready for traffic."""
-    if current_app.extensions["nane_connections"].stopping:
+def readyz() -> Response:
+    """The actors answer (and, with Redis, Redis does): ready for traffic."""
+    nane = door.nane()
+    if nane.connections.stopping:
         return _json("not ready: shutting down", 503)
-    chat = current_app.extensions["nane"]
-    checks = {"registry": lambda: chat.registry.ask(Probe(), timeout=1.0),
-              "hub": lambda: chat.hub.ask(Probe(), timeout=1.0),
-              **current_app.extensions.get("nane_ready_checks", {})}
-    failed = []
-    for name, check in checks.items():
-        try:
-            check()
-        except (ActorError, OSError, Exception) as error:  # a check that raises is a failed check
-            failed.append(f"{name}: {type(error).__name__}")
+    checks, failed = nane.chat.ready(timeout=1.0)
     if failed:
         return _json("not ready: " + "; ".join(failed), 503)
-    return _json({"status": "ready", "checks": sorted(checks)})
+    return _json({"status": "ready", "checks": checks})
 
 
 @bp.route("/metrics", methods=["GET", "HEAD"])
-def metrics():
+def metrics() -> Response:
     """Prometheus text format (see app/ops/metrics.py for what each series means)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return Response(generate_latest(current_app.extensions["nane_metrics"].registry),
+    return Response(generate_latest(door.nane().metrics.registry),
                     content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.route("/debug/stats", methods=["GET"])
-def debug_stats():
+def debug_stats() -> Response:
     """Leak hunting (tests, soak runs): counts that cost a heap walk, so off unless `debug`.
 
     `sessions` and `rooms` are the hub's and the registry's answers to
     `Describe`; `null` when one did not answer within a second.
     """
-    if not current_app.config["NANE"].debug:
+    nane = door.nane()
+    if not nane.config.debug:
         return _json("not found", 404)
-    chat = current_app.extensions["nane"]
-    described = ask_all([chat.hub, chat.registry], Describe(), 1.0)
+    state = nane.chat.core_state(1.0)
     gc.collect()
     greenlets = sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet))
     return _json({"greenlets": greenlets,
-                  "connections": current_app.extensions["nane_connections"].open,
-                  "sessions": described.get(chat.hub, {}).get("sessions"),
-                  "rooms": described.get(chat.registry, {}).get("rooms"),
+                  "connections": nane.connections.open,
+                  "sessions": (state.hub or {}).get("sessions"),
+                  "rooms": (state.registry or {}).get("rooms"),
                   "rss_bytes": _rss_bytes()})
 
 

@@ -23,20 +23,15 @@ small, bounded part of the process's time.
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Callable
 
-from flask import Blueprint, current_app, send_from_directory
+from flask import Blueprint, Response, current_app, send_from_directory
 from gevent.lock import Semaphore
 
-from actors.chat.hub import ListSessions
 from actors.chat.message import encode_result
-from actors.chat.registry import ListRoomActors
-from actors.runtime.actor import ActorError, Describe, ask_all
-from actors.runtime.tracing import tracing
+from app import door
 from app.api.routes import READ_METHODS, error_response, json_response
-from app.ops.controls import controls_of
 
 TRACE_SECONDS = 5.0  # tracing stays on this long after the last look
 ASK_SECONDS = 1.0  # the page polls every half second and gives up after 4
@@ -47,8 +42,8 @@ bp = Blueprint("actor_view", __name__)
 
 
 @bp.route("/actors")
-def page():
-    return send_from_directory(current_app.static_folder, "actors.html")
+def page() -> Response:
+    return send_from_directory(current_app.static_folder or "", "actors.html")
 
 
 class ViewCache:
@@ -64,7 +59,7 @@ class ViewCache:
     is never reused at all.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = Semaphore()
         self._body: bytes | None = None
         self._key: object = None
@@ -88,16 +83,14 @@ class ViewCache:
 
 
 @bp.route("/api/actors", methods=READ_METHODS)
-def actors():
-    reusable = tracing.on  # a view from before this look has no traces: build it afresh
-    tracing.watch(TRACE_SECONDS)
-    controls = controls_of(current_app)
+def actors() -> Response:
+    nane = door.nane()
+    # a view from before this look has no traces: build it afresh
+    reusable = nane.chat.look(TRACE_SECONDS)
+    controls = nane.controls
     key = tuple((name, touched["at"]) for name, touched in controls.touched.items()) \
         if controls is not None else None
-    cache = current_app.extensions.get("nane_view_cache")
-    if cache is None:
-        cache = current_app.extensions["nane_view_cache"] = ViewCache()
-    body = cache.get(key, reusable, _build_view)
+    body = nane.view_cache.get(key, reusable, _build_view)
     if body is None:
         busy = error_response("the actor view is busy, try again", 503)
         busy.headers["Retry-After"] = "1"
@@ -106,64 +99,19 @@ def actors():
 
 
 def _build_view() -> bytes:
-    chat = current_app.extensions["nane"]
-    listed_at_most = current_app.config["NANE"].max_actors_listed
-    all_rooms = _ask_list(chat.directory, ListRoomActors())
-    all_sessions = _ask_list(chat.hub, ListSessions())
-    core = [chat.registry, chat.hub] + ([chat.kozma] if chat.kozma is not None else []) + (
-        [chat.directory] if chat.directory != chat.registry else [])
-    all_rooms = [ref for ref in all_rooms if ref.alive]
-    all_sessions = [ref for ref in all_sessions if ref.alive]
-    rooms = all_rooms[:listed_at_most]  # the most recently active
-    sessions = heapq.nsmallest(listed_at_most, all_sessions, key=_session_number)  # the oldest
-    described = ask_all([*core, *rooms, *sessions], Describe(), ASK_SECONDS)
-
-    def facts_of(ref) -> dict:
-        return {**ref.stats(), **described.get(ref, {})}
-
-    listed = [facts_of(ref) for ref in core]
-    for room in rooms:
-        # Every message reaches every connection (docs/protocol.md), so a room's receivers
-        # are all the hub's sessions: the registry hands each message to the hub too.
-        listed.append({**facts_of(room), "subscribers": len(all_sessions)})
-    for session in sessions:
-        facts = facts_of(session)
-        listed.append({**facts, "outbox": facts["mailbox"],  # the mailbox is the outbox
-                       "closed_with": _close(facts.get("closed_with"))})
-    controls = controls_of(current_app)
+    nane = door.nane()
+    view = nane.chat.actors_view(nane.config.max_actors_listed, ASK_SECONDS)
+    controls = nane.controls
     if controls is not None:  # what a fault control last did to each actor, for its card
-        for facts in listed:
+        for facts in view.actors:
             touched = controls.touched.get(facts["name"])
             if touched is not None:
                 facts["control"] = touched
     return encode_result({
-        "tracing": tracing.on,
+        "tracing": view.tracing,
         "controls": controls is not None,
         "trace_seconds": TRACE_SECONDS,
-        "rooms_total": len(all_rooms),
-        "sessions_total": len(all_sessions),
-        "actors": listed,
+        "rooms_total": view.rooms_total,
+        "sessions_total": view.sessions_total,
+        "actors": view.actors,
     })
-
-
-def _ask_list(actor, question) -> list:
-    """The actor's answer; while it is paused, slowed or swamped, the last one it gave."""
-    last = current_app.extensions.setdefault("nane_view_last", {})
-    if not actor.stats()["paused"]:
-        try:
-            last[actor.name] = actor.ask(question, timeout=ASK_SECONDS)
-        except ActorError:
-            pass
-    return last.get(actor.name, [])
-
-
-def _close(reason) -> dict | None:
-    """A session cut off but not yet gone from the hub: its close code and reason, as JSON."""
-    if reason is None:
-        return None
-    return {"code": reason.code, "reason": reason.reason}
-
-
-def _session_number(session) -> tuple:
-    number = session.name.rpartition(":")[2]
-    return (0, int(number)) if number.isdigit() else (1, session.name)

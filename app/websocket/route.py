@@ -1,4 +1,4 @@
-"""`/ws`, top to bottom: who connects, which library answers the handshake, the read loop.
+"""`/ws`, top to bottom: who connects, which library answers the handshake, then the chat.
 
 Every refusal is an HTTP answer before the upgrade (SPEC): a malformed
 handshake 4xx, a nameless client 401, a full server 503 (one address's share
@@ -6,57 +6,40 @@ handshake 4xx, a nameless client 401, a full server 503 (one address's share
 over the socket: gevent-websocket's handler under `python -m app` and gunicorn's
 GeventWebSocketWorker (app/websocket/gevent_websocket_shim.py), simple-websocket
 under `gunicorn -k gevent` (app/websocket/simple_websocket_shim.py). From then
-on app/websocket/transport.py alone reads and writes it.
-
-Each connection is one greenlet, this one, that reads frames and turns them into
-messages for the actors; its `SessionActor` writes frames out (on a dispatcher
-worker, only while it has frames to write). The reader writes pongs and close
-frames, through the transport's one write lock like every other write.
+on app/websocket/transport.py alone reads and writes it, and this greenlet
+becomes the connection's reader: `Chat.connect` (actors/chat/connection.py)
+decides what each frame means until the client is gone.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import logging
-import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from flask import Blueprint, Response, current_app, request
-from gevent.event import AsyncResult
+from flask import Blueprint, Response, request
 
 from actors import logfmt
-from actors.chat.hub import Join, Leave
-from actors.chat.message import PONG, BadFrame, Frame, Limits, Ping, encode_error, error_frame, parse_frame
-from actors.chat.registry import Post
-from actors.chat.resume import RATE_LIMITED, Resume
-from actors.chat.session import SUPERVISOR as SESSIONS
-from actors.chat.session import Disconnect, SessionActor
-from actors.runtime.actor import ActorStopped, MailboxFull
-from app.ops.limits import FloodGuard
-from app.ops.metrics import FLOOD
+from actors.chat.message import encode_error
+from app import door
+from app.config import Config
 from app.ops.service import Connections, lift_request_deadline
 from app.target import query_values
 from app.websocket import ClientGone, Upgraded, gevent_websocket_shim, simple_websocket_shim
-from app.websocket.transport import Binary, WebSocketTransport
+from app.websocket.transport import WebSocketTransport
 
 log = logging.getLogger("nane.ws")
 
-TRY_LATER = Disconnect(1013, "server busy, try again later")
-
 bp = Blueprint("ws", __name__)
-_session_numbers = itertools.count(1)
-# A post that finds the registry's mailbox full waits this long for room: the reader stops
-# reading meanwhile, so TCP slows that one client instead of its messages being dropped.
-POST_WAIT_SECONDS = 5.0
 
 
 @bp.route("/ws", websocket=True)
 @bp.route("/ws", endpoint="not_websocket")  # werkzeug routes other requests apart; refused below
-def websocket():
+def websocket() -> Response:
     """One connection from its handshake to its end."""
-    config = current_app.config["NANE"]
+    nane = door.nane()
+    config, connections = nane.config, nane.connections
     environ = request.environ
     query = query_values(request.query_string)  # raw UTF-8 bytes too (app/target.py)
     username = username_from_query(query, config.max_username_length)
@@ -68,7 +51,6 @@ def websocket():
         # a stock GeventWebSocketWorker upgraded before asking: the refusal goes as a close frame
         make_transport(upgraded, config).close(refusal.close_code, refusal.reason)
         return upgraded.answer()
-    connections: Connections = current_app.extensions["nane_connections"]
     try:  # from here on this request holds a connection slot
         if upgraded is None:
             try:
@@ -82,8 +64,12 @@ def websocket():
         if upgraded is None:
             return Refusal(400, "websocket handshake refused", 1002).response()
         lift_request_deadline(environ)  # a websocket lives as long as it likes (-k gevent's hook)
+        v2 = query.get("v") == "2"  # `?v=2` asks for extension frames (errors for dropped messages)
+        address = connections.address_of(environ)
         with upgraded.rfile:
-            serve(make_transport(upgraded, config), username, query)
+            nane.chat.connect(make_transport(upgraded, config), username, address, v2=v2,
+                              since=since_from_query(query), share=connections.share_of(address),
+                              observer=nane.metrics, stopping=lambda: connections.stopping)
         return upgraded.answer()
     finally:
         connections.release(environ)
@@ -95,7 +81,7 @@ class Refusal(NamedTuple):
     status: int
     reason: str
     close_code: int
-    headers: tuple = ()
+    headers: tuple[tuple[str, str], ...] = ()
     json: bool = False
 
     def response(self) -> Response:
@@ -115,7 +101,7 @@ SLOT_REFUSALS = {  # Connections.acquire's answer: metric label, HTTP status, cl
 }
 
 
-def refusal_of(environ: dict, username: str, upgraded: bool) -> Refusal | None:
+def refusal_of(environ: dict[str, Any], username: str, upgraded: bool) -> Refusal | None:
     """Why this client is not served, in SPEC's order; None when it is, holding a connection slot."""
     if not upgraded and (bad := handshake_refusal(environ)) is not None:
         log.info("event=ws_bad_handshake status=%d reason=%s", bad.status, logfmt.value(bad.reason))
@@ -124,22 +110,23 @@ def refusal_of(environ: dict, username: str, upgraded: bool) -> Refusal | None:
         return NAMELESS
     if not upgraded and not is_upgrade(environ):
         return NOT_WEBSOCKET
-    connections: Connections = current_app.extensions["nane_connections"]
+    nane = door.nane()
+    connections = nane.connections
     why = connections.acquire(environ)
     if why is None:
         return None
     label, status, code = SLOT_REFUSALS[why]
-    current_app.extensions["nane_metrics"].refused.labels(label).inc()
+    nane.metrics.refused.labels(label).inc()
     log.info("event=ws_refused username=%s reason=%s open=%d", logfmt.value(username),
              logfmt.value(why), connections.open)
     return Refusal(status, why, code, (("Retry-After", "5"),), json=True)
 
 
-def is_upgrade(environ: dict) -> bool:
+def is_upgrade(environ: dict[str, Any]) -> bool:
     return environ.get("HTTP_UPGRADE", "").lower() == "websocket"
 
 
-def handshake_refusal(environ: dict) -> Refusal | None:
+def handshake_refusal(environ: dict[str, Any]) -> Refusal | None:
     """Why an upgrade request is malformed, or None (a request that is no upgrade at all passes).
 
     Asked before any library answers the handshake, so a malformed one gets a
@@ -169,7 +156,7 @@ def handshake_refusal(environ: dict) -> Refusal | None:
     return None
 
 
-def make_transport(upgraded: Upgraded, config) -> WebSocketTransport:
+def make_transport(upgraded: Upgraded, config: Config) -> WebSocketTransport:
     return WebSocketTransport(upgraded.socket, upgraded.rfile, config.max_frame_bytes,
                               max_fragments=config.max_fragments_per_message,
                               write_timeout=config.write_timeout_seconds)
@@ -184,147 +171,7 @@ def username_from_query(query: dict[str, str], max_length: int) -> str:
     return ""
 
 
-def opted_in(query: dict[str, str]) -> bool:
-    """`?v=2` asks for extension frames (errors for dropped messages)."""
-    return query.get("v") == "2"
-
-
 def since_from_query(query: dict[str, str]) -> str | None:
     """`?v=2&since=<position>`: where to resume from ("" for just the current position)."""
     since = query.get("since")
     return since.strip() if since is not None else None
-
-
-def serve(transport: WebSocketTransport, username: str, query: dict[str, str]) -> None:
-    """Run one connection until it closes: read frames, post messages, answer pings."""
-    chat = current_app.extensions["nane"]
-    config = current_app.config["NANE"]
-    metrics = current_app.extensions["nane_metrics"]
-    connections: Connections = current_app.extensions["nane_connections"]
-    received, dropped = metrics.received, metrics.dropped
-    limits = Limits(config.max_room_title_length, config.max_message_length,
-                    config.max_id_length)
-    extensions = opted_in(query)
-    flood = FloodGuard(config.max_messages_per_second, config.max_flood_seconds)
-    remote = connections.address_of(request.environ)
-    shared = connections.addresses.budget(remote)
-
-    def admit_control() -> bool:
-        """Pings and pongs spend the connection's rate like messages do."""
-        if flood.admit(time.monotonic()):
-            return True
-        if flood.flooding:
-            log.warning("event=flood session=%s username=%s remote=%s frames=control",
-                        name, logfmt.value(username), remote)
-            transport.refuse(FLOOD.code, FLOOD.reason)
-        return False
-
-    transport.admit_control = admit_control
-    name = f"session:{next(_session_numbers)}"
-    ended = AsyncResult()  # the session's own report of how it ended (SessionEnded)
-    session = SessionActor(name, transport, username, config.max_outbox_messages,
-                           config.ping_interval_seconds, config.ping_timeout_seconds,
-                           config.max_outbox_bytes, positions=extensions,
-                           ended=ended).start(SESSIONS)
-    since = since_from_query(query) if extensions else None
-    if since is None:
-        chat.hub.tell(Join(session))
-    else:  # the hub replays, then joins the session (actors/chat/resume.py)
-        refused = None
-        if since and not connections.addresses.resumes(remote).admit(time.monotonic()):
-            refused = RATE_LIMITED
-        try:
-            chat.hub.tell(Resume(session, since, config.max_outbox_messages - 1,
-                                 config.max_outbox_bytes, refused))
-        except ActorStopped:
-            session.stop(TRY_LATER)
-    metrics.connections.inc()
-    log.info("event=ws_open session=%s username=%s remote=%s v2=%s",
-             name, logfmt.value(username), remote, extensions)
-    cut_off = None
-    try:
-        while (raw := transport.receive()) is not None:
-            received.inc()
-            try:
-                # Both budgets are charged before a frame is parsed, by its length (what
-                # parsing it costs: limits.cost_of); a dropped frame is never parsed.
-                now, size = time.monotonic(), len(raw)
-                refused_by, what = None, "too many messages"
-                if not flood.admit(now, size):
-                    refused_by = flood
-                elif not shared.admit(now, size):
-                    flood.dropped(now)  # the address's flood is this connection's too
-                    refused_by, what = shared, "too many messages from your address"
-                if refused_by is not None:
-                    if flood.flooding:
-                        cut_off = FLOOD
-                        log.warning("event=flood session=%s username=%s remote=%s",
-                                    name, logfmt.value(username), remote)
-                        break
-                    raise rate_limited(raw, limits, refused_by, extensions, what)
-                reply = handle_frame(raw, username, limits, chat,
-                                     reply_to=session if extensions else None, address=remote,
-                                     stopping=connections.stopping)
-            except BadFrame as bad:
-                dropped.labels(bad.kind).inc()
-                if bad.kind != "rate_limited":  # a flood would write a line per frame
-                    log.info("event=dropped session=%s reason=%s", name, logfmt.value(bad.reason))
-                reply = error_frame(bad) if extensions else None
-            if reply is not None:
-                try:
-                    session.tell(reply)
-                except (MailboxFull, ActorStopped):
-                    break
-    finally:
-        chat.hub.tell(Leave(session))
-        session.stop(cut_off or "stopped")
-        end = ended.wait(timeout=2)  # None: not stopped yet (a paused session stops later)
-        metrics.disconnected(cut_off or (end and end.closed_with), transport.error_code)
-        log.info("event=ws_close session=%s username=%s sent=%s", name, logfmt.value(username),
-                 end.sent if end else "unknown")
-
-
-# A rate-limited frame is read for its `id` only when it is this short (a chat message of a
-# line or two with its id): parsing it costs a few microseconds, where a frame of the
-# largest size can cost milliseconds, and paying that for every dropped frame was the
-# flood the budget is there to stop.
-ID_OF_DROPPED_FRAMES_UP_TO = 1024
-
-
-def rate_limited(raw, limits: Limits, guard: FloodGuard, extensions: bool,
-                 what: str = "too many messages") -> BadFrame:
-    """The drop of a frame over `guard`'s rate, parsed at most if it is short, to echo its `id`."""
-    id = None
-    if extensions and not isinstance(raw, Binary) and len(raw) <= ID_OF_DROPPED_FRAMES_UP_TO:
-        try:
-            parsed = parse_frame(raw, limits)
-            id = getattr(parsed, "id", None)
-        except BadFrame as bad:
-            id = bad.id
-    return BadFrame(f"{what}: at most {guard.per_second} per second", id, "rate_limited")
-
-
-def handle_frame(raw: str | Binary, username: str, limits: Limits, chat,
-                 reply_to=None, address: str = "", stopping: bool = False) -> Frame | None:
-    """One client frame in; the frame to answer with (a pong), if any.
-
-    `reply_to` is the session of a client that opted in to error frames: it
-    hears about a message that could not be delivered after it was accepted.
-    Once the server is `stopping` no message is accepted (the last accepted
-    ones are delivered before every session closes: app/ops/service.py).
-
-    Raises:
-        BadFrame: the message is dropped, for the reason it carries.
-    """
-    if isinstance(raw, Binary):
-        raise BadFrame("binary frames are not supported; send JSON text", kind="binary")
-    parsed = parse_frame(raw, limits)
-    if isinstance(parsed, Ping):
-        return PONG
-    if stopping:
-        raise BadFrame("server shutting down, message not accepted", parsed.id, "busy")
-    try:
-        chat.registry.tell(Post(parsed, username, reply_to, address), wait=POST_WAIT_SECONDS)
-    except (MailboxFull, ActorStopped):
-        raise BadFrame("server busy, message not accepted", parsed.id, "busy") from None
-    return None
