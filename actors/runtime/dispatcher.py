@@ -2,7 +2,7 @@
 
 An actor with no mail holds no greenlet: it is an object and a deque. When
 mail arrives for an idle actor, the actor joins the run queue; a worker
-greenlet takes it, hands it its mail (a turn of up to `actor.TURN` messages;
+greenlet takes it, hands it its mail (a turn of up to `TURN` messages, actor.py;
 an actor with more queues up again behind the others), and moves on to the
 next actor. One fan-out to 5,000 sessions is then one greenlet walking
 5,000 mailboxes, not 5,000 greenlet switches.
@@ -32,9 +32,9 @@ MAX_IDLE_WORKERS = 8  # parked workers kept for the next burst; more end
 class Dispatcher:
     """The run queue of actors with mail, and the worker greenlets that drain it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._ready: deque[Actor] = deque()
-        self._idle: list = []  # parked worker greenlets, the most recently parked last
+        self._idle: list[greenlet] = []  # parked worker greenlets, the most recently parked last
         self._watching = False
         self._loop = get_hub().loop
         self.workers = 0  # live worker greenlets, parked ones included
@@ -70,7 +70,7 @@ class Dispatcher:
                     if ready and not self._watching:  # if this actor blocks, the rest go on
                         self._watching = True
                         self._loop.run_callback(self._watch)
-                    actor._run()
+                    actor.run_turn()
                 if len(self._idle) >= MAX_IDLE_WORKERS:
                     return
                 self._idle.append(me)

@@ -1,0 +1,163 @@
+"""The mailbox: the one place that knows how many messages, and how many bytes, wait for an actor.
+
+A mailbox with no bound lets one fast sender fill a slow actor's memory; so
+each mailbox may be bounded in count (`limit`) and in bytes (`max_bytes`, as
+the owner's `weigh` counts them), and a message beyond either is refused at
+once with `MailboxFull`: the sender learns of it, nobody blocks. A sender
+that prefers to wait (`tell(wait=...)`) waits here for room.
+
+Every message that leaves the mailbox leaves through one of its methods, so
+the count, the bytes and "there is room again" can never disagree. An actor
+that gets mail rarely may drop its empty queue between turns (`hibernate`),
+as an Erlang process hibernates: the mailbox then holds no deque at all.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
+
+from actors.runtime.messages import MailboxFull
+
+
+class Owner(Protocol):
+    """What a mailbox needs of its actor: a name for its errors, and the weight of a message."""
+
+    name: str
+
+    def weigh(self, message: Any) -> int: ...
+
+
+EMPTY = object()  # what `take` returns when nothing waits (a message may be None)
+
+
+class Mailbox:
+    """The messages waiting for one actor, oldest first, within its bounds.
+
+    Args:
+        owner: the actor whose mail this is.
+        limit: at most this many messages waiting (None: unbounded).
+        max_bytes: at most this many bytes waiting (None: no byte budget); a
+            message alone in an empty mailbox always goes in, however heavy.
+        keep: keep the queue while it is empty (False: `hibernate` drops it).
+    """
+
+    __slots__ = ("limit", "max_bytes", "weight", "_owner", "_queue", "_room")
+
+    def __init__(self, owner: Owner, limit: int | None = None, max_bytes: int | None = None,
+                 keep: bool = True):
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.weight = 0  # bytes waiting, counted only under a byte budget
+        self._owner = owner
+        self._queue: deque[Any] | None = deque() if keep else None
+        self._room: Event | None = None  # set when a message leaves, made by the first waiter
+
+    def __len__(self) -> int:
+        return len(self._queue) if self._queue is not None else 0
+
+    @property
+    def hibernating(self) -> bool:
+        """True while the mailbox holds no queue at all."""
+        return self._queue is None
+
+    def put(self, message: Any) -> None:
+        """Append `message`, or raise `MailboxFull` when it is beyond a bound."""
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if self.limit is not None and len(queue) >= self.limit:
+            raise MailboxFull(f"{self._owner.name} has {self.limit} messages waiting")
+        if self.max_bytes is not None:
+            weight = self._owner.weigh(message)
+            if weight and self.weight + weight > self.max_bytes and queue:
+                raise MailboxFull(f"{self._owner.name} has {self.weight} bytes waiting")
+            self.weight += weight
+        queue.append(message)
+
+    def put_anyway(self, message: Any) -> None:
+        """Append `message` past every bound (the stop sentinel: it must go in)."""
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(message)
+
+    def full(self, message: Any) -> bool:
+        """Whether `put(message)` would be refused now."""
+        queue = self._queue
+        if self.limit is not None and queue is not None and len(queue) >= self.limit:
+            return True
+        if self.max_bytes is None or not queue:
+            return False
+        weight = self._owner.weigh(message)
+        return bool(weight) and self.weight + weight > self.max_bytes
+
+    def wait_for_room(self, message: Any, seconds: float, still_open: Callable[[], bool]) -> None:
+        """Block until `message` fits, `still_open()` turns False, or `seconds` pass."""
+        with gevent.Timeout(seconds, False):
+            while still_open() and self.full(message):
+                if self._room is None:
+                    self._room = Event()
+                self._room.clear()
+                self._room.wait()
+
+    def take(self) -> Any:
+        """The oldest message, removed; `EMPTY` when none waits."""
+        queue = self._queue
+        if not queue:
+            return EMPTY
+        message = queue.popleft()
+        if self.max_bytes is not None or self._room is not None:
+            self._gone((message,))
+        return message
+
+    def take_leading(self, keep_going: Callable[[Any], bool]) -> list[Any]:
+        """Remove and return the oldest messages while `keep_going(message)` holds."""
+        queue = self._queue
+        taken: list[Any] = []
+        while queue and keep_going(queue[0]):
+            taken.append(queue.popleft())
+        if taken:
+            self._gone(taken)
+        return taken
+
+    def pick(self, wanted: Callable[[Any], bool], since: int) -> list[Any]:
+        """Remove and return the messages from position `since` on that are `wanted`.
+
+        Searched from the newest back to `since`, so a caller that remembers how
+        far it looked pays only for what came in since.
+        """
+        queue = self._queue or deque()
+        picked = []
+        for index in range(len(queue) - 1, min(since, len(queue)) - 1, -1):  # newest first
+            if wanted(queue[index]):
+                picked.append(queue[index])
+                del queue[index]
+        if picked:
+            self._gone(picked)
+        return picked
+
+    def empty_out(self) -> list[Any]:
+        """Remove and return everything waiting (the actor stopped)."""
+        left = list(self._queue or ())
+        if self._queue:
+            self._queue.clear()
+        self.weight = 0
+        if self._room is not None:
+            self._room.set()
+        return left
+
+    def hibernate(self) -> None:
+        """Drop the queue if it is empty (it comes back with the next message)."""
+        if not self._queue:
+            self._queue = None
+
+    def _gone(self, messages: tuple[Any, ...] | list[Any]) -> None:
+        """`messages` left: take their bytes off, and wake a sender waiting for room."""
+        if self.max_bytes is not None:
+            self.weight -= sum(map(self._owner.weigh, messages))
+        if self._room is not None:
+            self._room.set()
