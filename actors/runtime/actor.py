@@ -22,16 +22,14 @@ nobody slows down or watches pays one `is None` per message for them.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from gevent.event import Event
-from greenlet import greenlet
 
 from actors import logfmt
 from actors.runtime import tracing
 from actors.runtime.dispatcher import dispatcher
+from actors.runtime.lifecycle import Killed, Lifecycle
 from actors.runtime.mailbox import EMPTY, Mailbox
 from actors.runtime.messages import (
     ActorError,
@@ -47,7 +45,6 @@ from actors.runtime.ref import DEFAULT_ASK_TIMEOUT, ActorRef, ask_all
 
 if TYPE_CHECKING:
     from actors.runtime.faults import Faults
-    from actors.runtime.supervisor import Supervisor
     from actors.runtime.tracing import Trace
 
 log = logging.getLogger("nane.actors")
@@ -58,7 +55,7 @@ log = logging.getLogger("nane.actors")
 TURN = 64
 
 
-class Actor:
+class Actor(Lifecycle):
     """Subclass this: keep state in attributes, answer messages in `receive`.
 
     Args:
@@ -69,15 +66,14 @@ class Actor:
         mailbox_bytes: at most this many bytes waiting, as `weigh` counts
             them (None: no byte budget); beyond it, `MailboxFull` as above.
 
-    The public attributes below `ref` are the runtime's: `ActorRef`, the
-    supervisor and the fault controls read them; `receive` has no use for them.
+    Its public attributes besides `name` and `ref` are the runtime's (with
+    `Lifecycle`'s: `alive`, `stopped`, `restarts`): `ActorRef`, the supervisor
+    and the fault controls read them; `receive` has no use for them.
     """
 
     # Slots, not a __dict__: there is one actor per room and per connection (subclasses
     # that add state declare theirs, or get a __dict__ as usual).
-    __slots__ = ("name", "ref", "mailbox", "alive", "stopped", "handled", "failures", "restarts",
-                 "faults", "trace", "_started", "_scheduled", "_worker", "_killed", "_supervised_by",
-                 "_recent_restarts", "_done")
+    __slots__ = ("name", "ref", "mailbox", "handled", "failures", "faults", "trace")
 
     kind = "actor"
     # An actor that gets mail rarely (a room) drops its empty mailbox between turns, as an
@@ -90,20 +86,11 @@ class Actor:
         self.name = name
         self.ref = ActorRef(self)
         self.mailbox = Mailbox(self, mailbox_limit, mailbox_bytes, keep=not self.hibernate)
-        self.alive = False  # takes messages: started, and neither stopped nor killed
-        self.stopped = False  # on_stop has run (or is running)
         self.handled = 0
         self.failures = 0
-        self.restarts = 0
         self.faults: Faults | None = None  # set by the first fault injected on purpose
         self.trace: Trace | None = None  # set by tracing, when someone watches
-        self._started = False  # the runtime called on_start (again after a restart)
-        self._scheduled = False  # in the run queue or being run: mail will be handled
-        self._worker: greenlet | None = None  # the greenlet running us now, if any
-        self._killed: Any = None  # kill's reason, until a worker acts on it
-        self._supervised_by: Supervisor | None = None
-        self._recent_restarts: deque[float] | None = None  # the supervisor's window
-        self._done: Event | None = None  # made by the first `join`
+        super().__init__()
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -150,58 +137,6 @@ class Actor:
                 tracing.remember(self, message)
         return taken
 
-    # -- what ActorRef calls --------------------------------------------------
-
-    def start(self, supervisor: Supervisor | None = None) -> ActorRef:
-        """Make the actor live (`on_start` runs soon, in a worker) and return its reference."""
-        if self.alive or self.stopped:
-            raise ActorError(f"{self.name} was already started")
-        self.alive = True
-        self._supervised_by = supervisor
-        self.wake()
-        return self.ref
-
-    def post(self, message: Any) -> None:
-        """Put `message` in the mailbox (`MailboxFull` beyond its bounds) and see that it is run."""
-        if not self.alive:
-            raise ActorStopped(f"{self.name} is stopped")
-        self.mailbox.put(message)
-        if not self._scheduled:
-            self.wake()
-
-    def stop(self, reason: Any) -> None:
-        """Refuse new mail; stop with `reason` once the mail already sent is handled."""
-        if self.alive:
-            self.alive = False
-            self.mailbox.put_anyway(Stop(reason))
-            self.wake()
-
-    def kill(self, reason: Any) -> None:
-        """Stop now, even in the middle of a message; `on_stop(reason)` still runs."""
-        if self.stopped or self._killed is not None:
-            return
-        self.alive = False
-        self._killed = reason
-        worker = self._worker
-        if worker is None:
-            self.wake()  # a worker will finish it
-        else:  # it is inside a message, maybe blocked: interrupt it there
-            gevent.get_hub().loop.run_callback(self._interrupt, worker, reason)
-
-    def join(self, timeout: float | None) -> bool:
-        """Wait until the actor has stopped (on_stop done); True if it has."""
-        if not self.stopped:
-            if self._done is None:
-                self._done = Event()
-            self._done.wait(timeout)
-        return self.stopped
-
-    def wake(self) -> None:
-        """Join the dispatcher's run queue, unless already in it or running."""
-        if not self._scheduled:
-            self._scheduled = True
-            dispatcher().schedule(self)
-
     # -- the loop -------------------------------------------------------------
 
     def run_turn(self) -> None:
@@ -227,7 +162,7 @@ class Actor:
                 handle(message)
             if self._killed is not None:
                 self._finish(self._killed)
-        except _Killed as killed:
+        except Killed as killed:
             self._finish(killed.reason)
         except BaseException as error:  # the run died mid-message: the supervisor decides
             self._crashed(error)
@@ -288,57 +223,6 @@ class Actor:
                 return False
         dispatcher().schedule(self)
         return True
-
-    # -- the end --------------------------------------------------------------
-
-    def _crashed(self, error: BaseException) -> None:
-        """A run ended by an exception from outside a message's own error handling."""
-        self._started = False  # a restart runs on_start again, as a new greenlet would
-        if self._supervised_by is None:
-            log.error("event=actor_died actor=%s error=%s", logfmt.value(self.name),
-                      logfmt.value(repr(error)), exc_info=error, extra={"actor": self.name})
-            self._finish("died")
-            return
-        if self._recent_restarts is None:
-            self._recent_restarts = deque()
-        gave_up = self._supervised_by.restart_or_give_up(self.ref, error, self._recent_restarts)
-        if gave_up is None:
-            self.restarts += 1
-        else:
-            self._finish(gave_up)
-
-    def _finish(self, reason: Any) -> None:
-        """Stop for good: run on_stop once and fail every ask still waiting."""
-        if self.stopped:
-            return
-        self.stopped = True
-        self.alive = False
-        try:
-            self.on_stop(reason)
-        except _Killed:
-            pass  # killed while stopping: it is stopping anyway
-        except Exception:
-            log.exception("event=on_stop_failed actor=%s", logfmt.value(self.name),
-                          extra={"actor": self.name})
-        finally:
-            for message in self.mailbox.empty_out():
-                if type(message) is Ask:
-                    message.reply.set_exception(ActorStopped(f"{self.name} stopped"))
-            if self._done is not None:
-                self._done.set()
-
-    def _interrupt(self, worker: greenlet, reason: Any) -> None:
-        """In gevent's hub: throw `_Killed` into `worker` if it is still inside this actor."""
-        if not worker.dead and self._worker is worker and not self.stopped:
-            worker.throw(_Killed(reason))
-
-
-class _Killed(BaseException):
-    """Raised inside the worker running an actor, by `ActorRef.kill`."""
-
-    def __init__(self, reason: Any):
-        super().__init__(reason)
-        self.reason = reason
 
 
 __all__ = [

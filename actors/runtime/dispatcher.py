@@ -18,28 +18,31 @@ message at a time" holds whatever the number of workers.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gevent import get_hub, getcurrent
 from greenlet import greenlet
 
-if TYPE_CHECKING:
-    from actors.runtime.actor import Actor
-
 MAX_IDLE_WORKERS = 8  # parked workers kept for the next burst; more end
+
+
+class Runnable(Protocol):
+    """What the dispatcher runs: an actor, a turn at a time."""
+
+    def run_turn(self) -> None: ...
 
 
 class Dispatcher:
     """The run queue of actors with mail, and the worker greenlets that drain it."""
 
     def __init__(self) -> None:
-        self._ready: deque[Actor] = deque()
+        self._ready: deque[Runnable] = deque()
         self._idle: list[greenlet] = []  # parked worker greenlets, the most recently parked last
         self._watching = False
         self._loop = get_hub().loop
         self.workers = 0  # live worker greenlets, parked ones included
 
-    def schedule(self, actor: Actor) -> None:
+    def schedule(self, actor: Runnable) -> None:
         """`actor` has mail (or must stop): run it soon. Call once until it is run."""
         self._ready.append(actor)
         if not self._watching:
