@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 from actors import logfmt
-from actors.runtime import tracing
 from actors.runtime.dispatcher import dispatcher
 from actors.runtime.lifecycle import Killed, Lifecycle
 from actors.runtime.mailbox import EMPTY, Mailbox
@@ -42,6 +41,7 @@ from actors.runtime.messages import (
     Stop,
 )
 from actors.runtime.ref import DEFAULT_ASK_TIMEOUT, ActorRef, ask_all
+from actors.runtime.tracing import remember, traced, tracing
 
 if TYPE_CHECKING:
     from actors.runtime.faults import Faults
@@ -130,11 +130,12 @@ class Actor(Lifecycle):
         """
         if self.faults is not None and self.faults.one_at_a_time:
             return []  # slowed down or paused: every message waits its own turn
+        wanted = kind or object
         taken = self.mailbox.take_leading(
-            lambda message: type(message) not in (Ask, Stop) and (kind is None or isinstance(message, kind)))
-        if taken and tracing.tracing.on:
+            lambda message: type(message) not in (Ask, Stop) and isinstance(message, wanted))
+        if taken and tracing.on:
             for message in taken:
-                tracing.remember(self, message)
+                remember(self, message)
         return taken
 
     # -- the loop -------------------------------------------------------------
@@ -147,7 +148,7 @@ class Actor(Lifecycle):
                 self._started = True
                 self.on_start()
             take = self.mailbox.take
-            handle = self.handle if not tracing.tracing.on else tracing.traced(self)
+            handle = self.handle if not tracing.on else traced(self)
             faults = self.faults
             if faults is not None:
                 faults.before_turn(self)  # a crash needs no mail
@@ -192,6 +193,7 @@ class Actor(Lifecycle):
                 self.handled += 1
 
     def _answer(self, ask: Ask) -> None:
+        """Reply to an ask: `Probe` and `Describe` by the runtime, anything else by `receive`."""
         message, reply = ask.message, ask.reply
         kind = type(message)
         if kind is Probe:

@@ -162,7 +162,7 @@ class ActorRef:
         return f"<ActorRef {self.name}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorRef) and hash(other) == hash(self)
+        return isinstance(other, ActorRef) and hash(other) == hash(self)  # the same actor
 
     def __hash__(self) -> int:
         return id(self._actor)
