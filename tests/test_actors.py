@@ -275,7 +275,7 @@ def test_an_idle_actor_holds_no_greenlet_and_wakes_on_mail():
     for ref in refs:
         ref.ask(Probe(), timeout=TIMEOUT)
     gevent.sleep(0.01)  # let the workers park
-    assert all(a._worker is None and not a._scheduled for a in actors)
+    assert all(a._worker is None and not a.mailbox.scheduled for a in actors)
     # 500 live actors, all idle: only the dispatcher's few parked workers exist
     assert live_greenlets() - before <= MAX_IDLE_WORKERS
     refs[7].tell("woken")
@@ -290,7 +290,7 @@ def test_a_hibernating_actor_drops_its_empty_mailbox_between_turns():
     ref = actor.start()
     ref.tell("one")
     assert ref.ask("seen", timeout=TIMEOUT) == ["one"]
-    wait_for(lambda: not actor._scheduled)
+    wait_for(lambda: not actor.mailbox.scheduled)
     assert actor.mailbox.hibernating and ref.stats()["mailbox"] == 0
     ref.tell("two")
     assert ref.ask("seen", timeout=TIMEOUT) == ["one", "two"]

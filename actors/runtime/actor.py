@@ -8,10 +8,10 @@ actor, no state needs a lock, and the order in which messages arrive is the
 order in which they act.
 
 An actor with no mail holds no greenlet (Erlang's hibernation, Akka's
-dispatchers): the first message into an empty mailbox puts the actor in the
-dispatcher's run queue, whose workers call `run_turn` until the mailbox is
-empty. An idle room or session is a small object, and a fan-out wakes no
-greenlet per receiver.
+dispatchers): the first message into an idle actor's mailbox (mailbox.py)
+puts it in the dispatcher's run queue (dispatcher.py), whose workers call
+`run_turn` until the mailbox is empty. An idle room or session is a small
+object, and a fan-out wakes no greenlet per receiver.
 
 The loop in `run_turn` is all there is to an actor's life: take a message,
 `handle` it, repeat. Faults injected on purpose (faults.py) and the trace the
@@ -172,7 +172,7 @@ class Actor(Lifecycle):
         finally:
             self._worker = None
             if not self._again():
-                self._scheduled = False
+                self.mailbox.scheduled = False
                 if self.hibernate:
                     self.mailbox.hibernate()
 

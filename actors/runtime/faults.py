@@ -86,7 +86,7 @@ def pause(actor: Actor) -> None:
 def resume(actor: Actor) -> None:
     injected(actor).paused = False
     if actor.mailbox and not actor.stopped:
-        actor.wake()
+        actor.mailbox.schedule()
 
 
 def slow_down(actor: Actor, seconds: float) -> None:
@@ -96,4 +96,4 @@ def slow_down(actor: Actor, seconds: float) -> None:
 def crash(actor: Actor) -> None:
     if actor.alive:
         injected(actor).crash = True
-        actor.wake()
+        actor.mailbox.schedule()

@@ -21,7 +21,6 @@ from gevent.event import Event
 from greenlet import greenlet
 
 from actors import logfmt
-from actors.runtime.dispatcher import dispatcher
 from actors.runtime.messages import ActorError, ActorStopped, Ask, Stop
 
 if TYPE_CHECKING:
@@ -41,69 +40,55 @@ class Killed(BaseException):
 
 
 class Lifecycle:
-    """The base of `Actor`: what its reference, its supervisor and the dispatcher call."""
+    """The base of `Actor`: what its reference calls, and how a run ends."""
 
-    __slots__ = ("alive", "stopped", "restarts", "_started", "_scheduled", "_worker", "_killed",
-                 "_supervised_by", "_recent_restarts", "_done")
+    __slots__ = ("stopped", "restarts", "_started", "_worker", "_killed", "_supervised_by",
+                 "_recent_restarts", "_done")
 
-    # Actor's:
+    # Set by Actor.__init__, and Actor's hook:
     name: str
     ref: ActorRef
     mailbox: Mailbox
     on_stop: Callable[[Any], None]
-    run_turn: Callable[[], None]
 
     def __init__(self) -> None:
-        self.alive = False  # takes messages: started, and neither stopped nor killed
         self.stopped = False  # on_stop has run (or is running)
         self.restarts = 0
         self._started = False  # the runtime called on_start (again after a restart)
-        self._scheduled = False  # in the run queue or being run: mail will be handled
         self._worker: greenlet | None = None  # the greenlet running us now, if any
         self._killed: Any = None  # kill's reason, until a worker acts on it
         self._supervised_by: Supervisor | None = None
         self._recent_restarts: deque[float] | None = None  # the supervisor's window
         self._done: Event | None = None  # made by the first `join`
 
+    @property
+    def alive(self) -> bool:
+        """Takes messages: started, and neither stopped nor killed."""
+        return self.mailbox.open
+
     def start(self, supervisor: Supervisor | None = None) -> ActorRef:
         """Make the actor live (`on_start` runs soon, in a worker) and return its reference."""
-        if self.alive or self.stopped:
+        if self.mailbox.open or self.stopped:
             raise ActorError(f"{self.name} was already started")
-        self.alive = True
+        self.mailbox.open = True
         self._supervised_by = supervisor
-        self.wake()
+        self.mailbox.schedule()
         return self.ref
-
-    def post(self, message: Any) -> None:
-        """Put `message` in the mailbox (`MailboxFull` beyond its bounds) and see that it is run."""
-        if not self.alive:
-            raise ActorStopped(f"{self.name} is stopped")
-        self.mailbox.put(message)
-        if not self._scheduled:
-            self.wake()
-
-    def wake(self) -> None:
-        """Join the dispatcher's run queue, unless already in it or running."""
-        if not self._scheduled:
-            self._scheduled = True
-            dispatcher().schedule(self)
 
     def stop(self, reason: Any) -> None:
         """Refuse new mail; stop with `reason` once the mail already sent is handled."""
-        if self.alive:
-            self.alive = False
-            self.mailbox.put_anyway(Stop(reason))
-            self.wake()
+        if self.mailbox.open:
+            self.mailbox.close(Stop(reason))
 
     def kill(self, reason: Any) -> None:
         """Stop now, even in the middle of a message; `on_stop(reason)` still runs."""
         if self.stopped or self._killed is not None:
             return
-        self.alive = False
+        self.mailbox.open = False
         self._killed = reason
         worker = self._worker
         if worker is None:
-            self.wake()  # a worker will finish it
+            self.mailbox.schedule()  # a worker will finish it
         else:  # it is inside a message, maybe blocked: interrupt it there
             gevent.get_hub().loop.run_callback(self._interrupt, worker, reason)
 
@@ -142,7 +127,7 @@ class Lifecycle:
         if self.stopped:
             return
         self.stopped = True
-        self.alive = False
+        self.mailbox.open = False
         try:
             self.on_stop(reason)
         except Killed:

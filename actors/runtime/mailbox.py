@@ -1,10 +1,15 @@
-"""The mailbox: the one place that knows how many messages, and how many bytes, wait for an actor.
+"""The mailbox: the one place that knows what waits for an actor, and whether the actor will run.
 
 A mailbox with no bound lets one fast sender fill a slow actor's memory; so
 each mailbox may be bounded in count (`limit`) and in bytes (`max_bytes`, as
 the owner's `weigh` counts them), and a message beyond either is refused at
 once with `MailboxFull`: the sender learns of it, nobody blocks. A sender
 that prefers to wait (`tell(wait=...)`) waits here for room.
+
+As in Akka, the mailbox also holds the actor's two states that every send
+reads: `open` (a stopped actor's mailbox is closed) and `scheduled` (the
+actor is in the dispatcher's run queue or running). So a `tell` is one call:
+`put` checks, appends, and wakes an idle actor.
 
 Every message that leaves the mailbox leaves through one of its methods, so
 the count, the bytes and "there is room again" can never disagree. An actor
@@ -21,15 +26,18 @@ from typing import Any, Protocol
 import gevent
 from gevent.event import Event
 
-from actors.runtime.messages import MailboxFull
+from actors.runtime.dispatcher import dispatcher
+from actors.runtime.messages import ActorStopped, MailboxFull
 
 
 class Owner(Protocol):
-    """What a mailbox needs of its actor: a name for its errors, and the weight of a message."""
+    """What a mailbox needs of its actor: a name for its errors, a message's weight, a turn to run."""
 
     name: str
 
     def weigh(self, message: Any) -> int: ...
+
+    def run_turn(self) -> None: ...
 
 
 EMPTY = object()  # what `take` returns when nothing waits (a message may be None)
@@ -46,13 +54,15 @@ class Mailbox:
         keep: keep the queue while it is empty (False: `hibernate` drops it).
     """
 
-    __slots__ = ("limit", "max_bytes", "weight", "_owner", "_queue", "_room")
+    __slots__ = ("limit", "max_bytes", "weight", "open", "scheduled", "_owner", "_queue", "_room")
 
     def __init__(self, owner: Owner, limit: int | None = None, max_bytes: int | None = None,
                  keep: bool = True):
         self.limit = limit
         self.max_bytes = max_bytes
         self.weight = 0  # bytes waiting, counted only under a byte budget
+        self.open = False  # takes mail: the actor started, and was neither stopped nor killed
+        self.scheduled = False  # the actor is in the run queue or running: its mail will be handled
         self._owner = owner
         self._queue: deque[Any] | None = deque() if keep else None
         self._room: Event | None = None  # set when a message leaves, made by the first waiter
@@ -66,7 +76,9 @@ class Mailbox:
         return self._queue is None
 
     def put(self, message: Any) -> None:
-        """Append `message`, or raise `MailboxFull` when it is beyond a bound."""
+        """Append `message` and see that the actor runs; `ActorStopped` or `MailboxFull` if not."""
+        if not self.open:
+            raise ActorStopped(f"{self._owner.name} is stopped")
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
@@ -78,12 +90,22 @@ class Mailbox:
                 raise MailboxFull(f"{self._owner.name} has {self.weight} bytes waiting")
             self.weight += weight
         queue.append(message)
+        if not self.scheduled:
+            self.schedule()
 
-    def put_anyway(self, message: Any) -> None:
-        """Append `message` past every bound (the stop sentinel: it must go in)."""
+    def schedule(self) -> None:
+        """Put the actor in the dispatcher's run queue, unless it is there or running already."""
+        if not self.scheduled:
+            self.scheduled = True
+            dispatcher().schedule(self._owner)
+
+    def close(self, last: Any) -> None:
+        """Take no more mail after `last`, which goes in past every bound (the stop sentinel)."""
+        self.open = False
         if self._queue is None:
             self._queue = deque()
-        self._queue.append(message)
+        self._queue.append(last)
+        self.schedule()
 
     def full(self, message: Any) -> bool:
         """Whether `put(message)` would be refused now."""
@@ -95,10 +117,10 @@ class Mailbox:
         weight = self._owner.weigh(message)
         return bool(weight) and self.weight + weight > self.max_bytes
 
-    def wait_for_room(self, message: Any, seconds: float, still_open: Callable[[], bool]) -> None:
-        """Block until `message` fits, `still_open()` turns False, or `seconds` pass."""
+    def wait_for_room(self, message: Any, seconds: float) -> None:
+        """Block until `message` fits, the mailbox closes, or `seconds` pass."""
         with gevent.Timeout(seconds, False):
-            while still_open() and self.full(message):
+            while self.open and self.full(message):
                 if self._room is None:
                     self._room = Event()
                 self._room.clear()

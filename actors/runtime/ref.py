@@ -60,10 +60,10 @@ class ActorRef:
             ActorStopped: the actor has stopped.
             MailboxFull: the actor's mailbox is at its limit (after `wait`).
         """
-        actor = self._actor
+        mailbox = self._actor.mailbox
         if wait > 0:
-            actor.mailbox.wait_for_room(message, wait, lambda: actor.alive)
-        actor.post(message)
+            mailbox.wait_for_room(message, wait)
+        mailbox.put(message)
 
     def ask(self, message: Any, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
         """Deliver `message` and wait for the actor's reply.
@@ -87,7 +87,7 @@ class ActorRef:
             ActorStopped, MailboxFull: as for `tell`.
         """
         reply = AsyncResult()
-        self._actor.post(Ask(message, reply))
+        self._actor.mailbox.put(Ask(message, reply))
         return reply
 
     def stop(self, reason: Any = "stopped") -> None:
