@@ -132,8 +132,11 @@ class Mailbox:
         if not queue:
             return EMPTY
         message = queue.popleft()
-        if self.max_bytes is not None or self._room is not None:
-            self._gone((message,))
+        # `_gone` for one message, written out: every message an actor handles comes this way
+        if self.max_bytes is not None:
+            self.weight -= self._owner.weigh(message)
+        if self._room is not None:
+            self._room.set()
         return message
 
     def take_leading(self, keep_going: Callable[[Any], bool]) -> list[Any]:
@@ -177,7 +180,7 @@ class Mailbox:
         if not self._queue:
             self._queue = None
 
-    def _gone(self, messages: tuple[Any, ...] | list[Any]) -> None:
+    def _gone(self, messages: list[Any]) -> None:
         """`messages` left: take their bytes off, and wake a sender waiting for room."""
         if self.max_bytes is not None:
             self.weight -= sum(map(self._owner.weigh, messages))
