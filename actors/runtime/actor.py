@@ -130,9 +130,7 @@ class Actor(Lifecycle):
         """
         if self.faults is not None and self.faults.one_at_a_time:
             return []  # slowed down or paused: every message waits its own turn
-        wanted = kind or object
-        taken = self.mailbox.take_leading(
-            lambda message: type(message) not in (Ask, Stop) and isinstance(message, wanted))
+        taken = self.mailbox.take_tells(kind)
         if taken and tracing.on:
             for message in taken:
                 remember(self, message)
@@ -143,11 +141,12 @@ class Actor(Lifecycle):
     def run_turn(self) -> None:
         """One turn: handle up to TURN messages (a dispatcher worker calls this)."""
         self._worker = gevent.getcurrent()
+        drained = False  # the mailbox said EMPTY: no need to look again after the turn
         try:
             if self._killed is None and not self._started:
                 self._started = True
                 self.on_start()
-            take = self.mailbox.take
+            mailbox = self.mailbox
             handle = self.handle if not tracing.on else traced(self)
             faults = self.faults
             if faults is not None:
@@ -155,10 +154,11 @@ class Actor(Lifecycle):
             for _ in range(TURN):
                 if self._killed is not None:
                     break
-                if faults is not None and self.mailbox and not faults.admit(self):
+                if faults is not None and mailbox and not faults.admit(self):
                     break  # paused: the mail stays where it is
-                message = take()
+                message = mailbox.take()
                 if message is EMPTY:
+                    drained = True
                     break
                 handle(message)
             if self._killed is not None:
@@ -171,7 +171,7 @@ class Actor(Lifecycle):
                 raise  # SystemExit, KeyboardInterrupt: not ours to swallow
         finally:
             self._worker = None
-            if not self._again():
+            if not self._again(drained):
                 self.mailbox.scheduled = False
                 if self.hibernate:
                     self.mailbox.hibernate()
@@ -215,12 +215,15 @@ class Actor(Lifecycle):
         finally:
             self.handled += 1
 
-    def _again(self) -> bool:
+    def _again(self, drained: bool) -> bool:
         """After a turn: queue up again for mail still waiting, a kill, or a restart's on_start."""
         if self.stopped:
             return False
         if self._started and self._killed is None:
-            waiting = bool(self.mailbox) if self.faults is None else self.faults.has_work(self)
+            if self.faults is not None:
+                waiting = self.faults.has_work(self)
+            else:
+                waiting = not drained and bool(self.mailbox)
             if not waiting:
                 return False
         dispatcher().schedule(self)

@@ -27,7 +27,7 @@ import gevent
 from gevent.event import Event
 
 from actors.runtime.dispatcher import dispatcher
-from actors.runtime.messages import ActorStopped, MailboxFull
+from actors.runtime.messages import ActorStopped, Ask, MailboxFull, Stop
 
 
 class Owner(Protocol):
@@ -139,12 +139,16 @@ class Mailbox:
             self._room.set()
         return message
 
-    def take_leading(self, keep_going: Callable[[Any], bool]) -> list[Any]:
-        """Remove and return the oldest messages while `keep_going(message)` holds."""
+    def take_tells(self, kind: type | None = None) -> list[Any]:
+        """Remove and return the tells at the head, up to the first ask or stop (or not a `kind`)."""
         queue = self._queue
         taken: list[Any] = []
-        while queue and keep_going(queue[0]):
-            taken.append(queue.popleft())
+        if kind is None:
+            while queue and type(queue[0]) not in (Ask, Stop):
+                taken.append(queue.popleft())
+        else:
+            while queue and type(queue[0]) not in (Ask, Stop) and isinstance(queue[0], kind):
+                taken.append(queue.popleft())
         if taken:
             self._gone(taken)
         return taken
