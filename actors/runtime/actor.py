@@ -151,9 +151,8 @@ class Actor(Lifecycle):
             faults = self.faults
             if faults is not None:
                 faults.before_turn(self)  # a crash needs no mail
-            for _ in range(TURN):
-                if self._killed is not None:
-                    break
+            turn = TURN
+            while turn and self._killed is None:
                 if faults is not None and mailbox and not faults.admit(self):
                     break  # paused: the mail stays where it is
                 message = mailbox.take()
@@ -161,6 +160,7 @@ class Actor(Lifecycle):
                     drained = True
                     break
                 handle(message)
+                turn -= 1
             if self._killed is not None:
                 self._finish(self._killed)
         except Killed as killed:
