@@ -110,7 +110,7 @@ class Mailbox:
     def full(self, message: Any) -> bool:
         """Whether `put(message)` would be refused now."""
         queue = self._queue
-        if self.limit is not None and queue is not None and len(queue) >= self.limit:
+        if self.limit is not None and len(queue or ()) >= self.limit:
             return True
         if self.max_bytes is None or not queue:
             return False
