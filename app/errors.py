@@ -6,8 +6,9 @@ maintained `sentry-sdk` reports:
 - unhandled exceptions in requests (its Flask integration);
 - actor failures and the crashes a supervisor sees, tagged with the actor's
   name. `actors/` knows nothing of Sentry: actors already log a failure
-  (`actor=NAME failed on ...`, with the exception) and supervisors a restart or
-  a give-up, so a logging handler installed here turns those lines into events.
+  (`event=actor_failed`, with the exception) and supervisors a restart or a
+  give-up, each with the actor's name in the record's `extra` (`record.actor`),
+  so a logging handler installed here turns those lines into events.
 
 Chat content stays out of Sentry unless the operator asks (`sentry_send_pii`):
 no local variables, no breadcrumbs (log lines carry usernames), no request
@@ -18,7 +19,6 @@ template rather than its arguments.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from app.config import Config
@@ -57,7 +57,7 @@ def setup(config: Config) -> bool:
 class ActorFailures(logging.Handler):
     """Turns nane's error lines, and supervisors' restart warnings, into Sentry events."""
 
-    def __init__(self, send_pii: bool):
+    def __init__(self, send_pii: bool) -> None:
         super().__init__(level=logging.WARNING)
         self.send_pii = send_pii
 
@@ -80,15 +80,12 @@ class ActorFailures(logging.Handler):
 
 
 def actor_name(record: logging.LogRecord) -> str | None:
-    """The argument that fills `actor=%s` in an actor's or a supervisor's log line."""
-    head, found, _ = str(record.msg).partition("actor=%s")
-    if not found or not isinstance(record.args, tuple):
-        return None
-    index = len(re.findall(r"%[sdr]", head))
-    return str(record.args[index]) if index < len(record.args) else None
+    """The actor a log line is about: the runtime logs it as `extra={"actor": name}`."""
+    name = getattr(record, "actor", None)
+    return name if isinstance(name, str) else None
 
 
-def _exception_of(record: logging.LogRecord):
+def _exception_of(record: logging.LogRecord) -> Any:
     if record.exc_info:
         return record.exc_info
     for arg in record.args if isinstance(record.args, tuple) else ():
@@ -97,7 +94,7 @@ def _exception_of(record: logging.LogRecord):
     return None
 
 
-def strip_chat_data(event: dict, hint: dict) -> dict:
+def strip_chat_data(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     """`before_send` without `sentry_send_pii`: drop every field that can carry chat data."""
     request = event.get("request")
     if request:

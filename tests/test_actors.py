@@ -275,7 +275,7 @@ def test_an_idle_actor_holds_no_greenlet_and_wakes_on_mail():
     for ref in refs:
         ref.ask(Probe(), timeout=TIMEOUT)
     gevent.sleep(0.01)  # let the workers park
-    assert all(a._worker is None and not a._scheduled for a in actors)
+    assert all(a._worker is None and not a.mailbox.scheduled for a in actors)
     # 500 live actors, all idle: only the dispatcher's few parked workers exist
     assert live_greenlets() - before <= MAX_IDLE_WORKERS
     refs[7].tell("woken")
@@ -290,8 +290,8 @@ def test_a_hibernating_actor_drops_its_empty_mailbox_between_turns():
     ref = actor.start()
     ref.tell("one")
     assert ref.ask("seen", timeout=TIMEOUT) == ["one"]
-    wait_for(lambda: not actor._scheduled)
-    assert actor._mailbox is None and ref.stats()["mailbox"] == 0
+    wait_for(lambda: not actor.mailbox.scheduled)
+    assert actor.mailbox.hibernating and ref.stats()["mailbox"] == 0
     ref.tell("two")
     assert ref.ask("seen", timeout=TIMEOUT) == ["one", "two"]
 
@@ -302,7 +302,7 @@ def test_a_byte_budget_refuses_what_would_overflow_it():
             return len(message) if isinstance(message, bytes) else 0
 
     actor = Outbox()
-    actor._mailbox_bytes = 100
+    actor.mailbox.max_bytes = 100
     ref = actor.start()
     gate = gevent.event.Event()
     ref.tell(("wait", gate))
@@ -315,7 +315,7 @@ def test_a_byte_budget_refuses_what_would_overflow_it():
     assert ref.ask("seen", timeout=TIMEOUT) == [b"x" * 60, b"y" * 40]
     ref.tell(b"w" * 500)  # alone in an empty mailbox, even an oversized one goes in
     assert ref.ask("seen", timeout=TIMEOUT)[-1] == b"w" * 500
-    assert actor._weight == 0
+    assert actor.mailbox.weight == 0
 
 
 def test_tell_with_wait_blocks_until_there_is_room_and_loses_nothing():

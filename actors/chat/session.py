@@ -30,7 +30,7 @@ from actors import logfmt
 from actors.chat.message import Frame
 from actors.chat.resume import Replay
 from actors.runtime.actor import Actor
-from actors.runtime.supervisor import Supervisor
+from actors.runtime.supervisor import GaveUp, Supervisor
 
 log = logging.getLogger("nane.session")
 
@@ -195,7 +195,7 @@ class SessionActor(Actor):
         self._transport.close(reason.code, reason.reason)
 
     def on_stop(self, reason) -> None:
-        if reason == "too many restarts":  # its supervisor gave up on it
+        if isinstance(reason, GaveUp):  # its supervisor gave up on it
             reason = GAVE_UP
         if isinstance(reason, Disconnect) and self.closed_with is None:
             self.closed_with = reason

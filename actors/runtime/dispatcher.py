@@ -2,7 +2,7 @@
 
 An actor with no mail holds no greenlet: it is an object and a deque. When
 mail arrives for an idle actor, the actor joins the run queue; a worker
-greenlet takes it, hands it its mail (a turn of up to `actor.TURN` messages;
+greenlet takes it, hands it its mail (a turn of up to `TURN` messages, actor.py;
 an actor with more queues up again behind the others), and moves on to the
 next actor. One fan-out to 5,000 sessions is then one greenlet walking
 5,000 mailboxes, not 5,000 greenlet switches.
@@ -18,28 +18,31 @@ message at a time" holds whatever the number of workers.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gevent import get_hub, getcurrent
 from greenlet import greenlet
 
-if TYPE_CHECKING:
-    from actors.runtime.actor import Actor
-
 MAX_IDLE_WORKERS = 8  # parked workers kept for the next burst; more end
+
+
+class Runnable(Protocol):
+    """What the dispatcher runs: an actor, a turn at a time."""
+
+    def run_turn(self) -> None: ...
 
 
 class Dispatcher:
     """The run queue of actors with mail, and the worker greenlets that drain it."""
 
-    def __init__(self):
-        self._ready: deque[Actor] = deque()
-        self._idle: list = []  # parked worker greenlets, the most recently parked last
+    def __init__(self) -> None:
+        self._ready: deque[Runnable] = deque()
+        self._idle: list[greenlet] = []  # parked worker greenlets, the most recently parked last
         self._watching = False
         self._loop = get_hub().loop
         self.workers = 0  # live worker greenlets, parked ones included
 
-    def schedule(self, actor: Actor) -> None:
+    def schedule(self, actor: Runnable) -> None:
         """`actor` has mail (or must stop): run it soon. Call once until it is run."""
         self._ready.append(actor)
         if not self._watching:
@@ -70,7 +73,7 @@ class Dispatcher:
                     if ready and not self._watching:  # if this actor blocks, the rest go on
                         self._watching = True
                         self._loop.run_callback(self._watch)
-                    actor._run()
+                    actor.run_turn()
                 if len(self._idle) >= MAX_IDLE_WORKERS:
                     return
                 self._idle.append(me)

@@ -2,17 +2,24 @@
 
 The actor view (`/actors`) shows the last few messages every actor handled.
 Remembering them costs something per message, so it happens only while the
-view has looked within the last few seconds; with nobody watching, the whole
-cost per message is reading `tracing.on`.
+view has looked within the last few seconds. An actor's turn reads
+`tracing.on` once and, only when it is on, handles its messages through
+`traced`; with nobody watching, tracing costs nothing per message.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
+
+from actors.runtime.messages import Ask, Describe, Probe, Stop
+
+if TYPE_CHECKING:
+    from actors.runtime.actor import Actor
 
 TRACE_LENGTH = 8  # messages each actor remembers while tracing is on
 TRACE_TEXT_LENGTH = 160  # characters of each remembered message shown
@@ -26,7 +33,7 @@ class Tracing:
     watching, the whole cost per message is reading `on`.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.on = False
         self.generation = 0  # bumped at every switch-on: older traces are stale
         self._until = 0.0
@@ -68,7 +75,7 @@ class Trace:
 
     __slots__ = ("_messages", "_generation")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._messages: deque[tuple[float, Any]] | None = None  # made on the first traced message
         self._generation = 0
 
@@ -85,8 +92,27 @@ class Trace:
             self._generation = tracing.generation
         self._messages.append((time.time(), message))
 
-    def recent(self) -> list[dict]:
+    def recent(self) -> list[dict[str, Any]]:
         """`[{"at": unix seconds, "message": text}]`, oldest first; [] when not tracing."""
         if not tracing.on or self._messages is None or self._generation != tracing.generation:
             return []
         return [{"at": at, "message": as_text(message)} for at, message in self._messages]
+
+
+def remember(actor: Actor, message: Any) -> None:
+    """Keep `message` in `actor`'s trace, as `receive` sees it (runtime questions are left out)."""
+    if type(message) is Ask:
+        message = message.message
+    if type(message) in (Probe, Describe, Stop):
+        return
+    if actor.trace is None:
+        actor.trace = Trace()
+    actor.trace.remember(message)
+
+
+def traced(actor: Actor) -> Callable[[Any], None]:
+    """`actor.handle`, remembering each message first: what a turn uses while tracing is on."""
+    def handle(message: Any) -> None:
+        remember(actor, message)
+        actor.handle(message)
+    return handle
