@@ -2,9 +2,10 @@
 
 `runtime/` is the actor system (no chat in it), `chat/` the chat built on it,
 `shared_rooms/` the Redis adapter for rooms shared by several processes, and
-`system.py` starts the actors and wires them together.
+`system.py` starts the actors, wires them together and is the app's one door
+into them (`Chat`). docs/actors.md follows one message through the code.
 
-Follow one message: `app/websocket/route.py` reads the frame -> `message.parse_frame`
+Follow one message: `chat/connection.serve` reads the frame -> `message.parse_frame`
 validates it -> `registry.RegistryActor` finds or creates the room, stamps the
 message and hands it on -> `room.RoomActor` keeps it in the history, and
 `hub.HubActor` passes it to every `session.SessionActor`, which writes it to

@@ -14,7 +14,7 @@ from gevent.event import Event  # noqa: E402
 
 from app import create_app, logs  # noqa: E402
 from app.config import load_or_exit  # noqa: E402
-from app.ops.service import stop_gracefully  # noqa: E402
+from app.ops.service import connections_of, stop_gracefully  # noqa: E402
 from app.server import make_server  # noqa: E402
 
 log = logging.getLogger("nane")
@@ -26,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(config)
     server = make_server(app, config.host, config.port)
     stopped = Event()
+    app_connections = connections_of(app)
+    assert app_connections is not None  # create_app installed them
 
     def stop(signum: int) -> None:
-        if stopped.is_set() or app.extensions["nane_connections"].stopping:
+        if stopped.is_set() or app_connections.stopping:
             return
         log.info("event=signal signal=%s", signal.Signals(signum).name)
         stop_gracefully(app, stop_accepting=server.close, grace=config.shutdown_grace_seconds)

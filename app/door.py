@@ -47,9 +47,6 @@ class Nane:
 def install(app: Flask, nane: Nane) -> None:
     """Store `nane` on `app`, once."""
     app.extensions[KEY] = nane
-    # app/server.py and app/__main__.py still read these two keys
-    app.extensions["nane_metrics"] = nane.metrics
-    app.extensions["nane_connections"] = nane.connections
 
 
 def of(app: object) -> Nane | None:

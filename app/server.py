@@ -72,6 +72,7 @@ from gunicorn.http.message import Request as GunicornRequest
 
 from actors import logfmt
 from actors.chat.message import encode_error
+from app import door
 from app.ops.limits import AcceptedSockets, trusted_proxies
 from app.ops.service import connections_of, cut_when_late
 from app.target import escape_raw_bytes
@@ -127,9 +128,9 @@ class NaneWebSocketHandler(AppUpgrades):
         # socket is shut down instead, which it drops quietly as a broken pipe.
         self._cancel_deadline()
         left = max(self.request_timeout - (time.monotonic() - self._started), 0.1)
-        metrics = getattr(self.application, "extensions", {}).get("nane_metrics")
+        ours = door.of(self.application)
         self._cutter = cut_when_late(self.socket, left, self._remote(),
-                                     metrics.http_timeouts.inc if metrics else lambda: None)
+                                     ours.metrics.http_timeouts.inc if ours else lambda: None)
         self._refusal = None
         if any("\n" in value or "\r" in value for value in self.headers.values()):
             log.info("event=http_refused status=400 reason=folded_header remote=%s",
@@ -168,9 +169,9 @@ class NaneWebSocketHandler(AppUpgrades):
                 raise
             log.info("event=http_timeout remote=%s seconds=%s", self._remote(),
                      self.request_timeout)
-            metrics = getattr(self.application, "extensions", {}).get("nane_metrics")
-            if metrics is not None:
-                metrics.http_timeouts.inc()
+            ours = door.of(self.application)
+            if ours is not None:
+                ours.metrics.http_timeouts.inc()
             return None  # close the connection
         finally:
             self._cancel_deadline()

@@ -6,7 +6,7 @@
 Issue 22 (item 5): a valid 125 KB frame of 29 integers of 4,300 digits costs
 milliseconds of `json.loads`, and 20 such connections kept a server busy. The
 server now charges each frame by its length before parsing it
-(`max_characters_per_second`, app/ops/limits.py). That is fair only if the cost
+(`cost_of`, actors/chat/flood.py). That is fair only if the cost
 per character is about the same whatever the frame holds; this prints, for
 frames of about 125,000 characters of several shapes, the median time of
 `parse_frame` (the stdlib `json`, what the server runs) in ms and in ns per

@@ -451,7 +451,7 @@ def test_hub_cuts_off_a_session_whose_outbox_is_full_and_others_go_on():
     assert stuck.closed_with == (SLOW_CONSUMER.code, SLOW_CONSUMER.reason)
     assert not slow_session.alive
     assert hub.ask(Describe(), timeout=TIMEOUT)["sessions"] == 1
-    # The session reports how it ended to whoever started it (app/websocket/route.py).
+    # The session reports how it ended to whoever started it (actors/chat/connection.py).
     assert ended.get(timeout=TIMEOUT) == SessionEnded(SLOW_CONSUMER, 0)
 
 

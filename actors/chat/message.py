@@ -251,8 +251,8 @@ class Message(Frame):
         message.username, message.text = data["sender"]["username"], data["text"]
         message.id = data.get("id")
         Frame.__init__(message, bytes(raw))
-        message._summary = None
-        message.at, message.position, message._v2 = at, position, None
+        message._summary = None  # noqa: SLF001 - a constructor of its own class
+        message.at, message.position, message._v2 = at, position, None  # noqa: SLF001
         return message
 
 

@@ -194,7 +194,7 @@ class SessionActor(Actor):
                  self.name, reason.code, logfmt.value(reason.reason))
         self._transport.close(reason.code, reason.reason)
 
-    def on_stop(self, reason) -> None:
+    def on_stop(self, reason: object) -> None:
         if isinstance(reason, GaveUp):  # its supervisor gave up on it
             reason = GAVE_UP
         if isinstance(reason, Disconnect) and self.closed_with is None:
