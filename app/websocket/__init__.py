@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from typing import BinaryIO, NamedTuple
+from io import BufferedIOBase
+from typing import NamedTuple
 
 from flask import Response
 
@@ -17,7 +18,7 @@ class Upgraded(NamedTuple):
     """
 
     socket: socket.socket
-    rfile: BinaryIO
+    rfile: BufferedIOBase
     answer: type[Response]
 
 
@@ -29,6 +30,6 @@ class ClientGone(ConnectionError):
     server it runs under writes nothing more.
     """
 
-    def __init__(self, answer: type[Response]):
+    def __init__(self, answer: type[Response]) -> None:
         super().__init__("the client went away during the handshake")
         self.answer = answer
