@@ -38,7 +38,7 @@ from app.ops.limits import FloodGuard
 from app.ops.metrics import FLOOD
 from app.ops.service import Connections, lift_request_deadline
 from app.target import query_values
-from app.websocket import ClientGone, Upgraded, gevent_websocket_shim, simple_websocket_shim
+from app.websocket import ClientGone, Upgraded, gevent_websocket_shim, handshake
 from app.websocket.transport import Binary, WebSocketTransport
 
 log = logging.getLogger("nane.ws")
@@ -74,7 +74,7 @@ def websocket():
             try:
                 upgraded = (gevent_websocket_shim.accept(environ)
                             if gevent_websocket_shim.serves(environ)
-                            else simple_websocket_shim.accept(environ))
+                            else handshake.accept(environ))
             except ClientGone as gone:  # a peer that leaves is no error: one line, no traceback
                 log.info("event=ws_gone stage=handshake username=%s remote=%s",
                          logfmt.value(username), connections.address_of(environ))
