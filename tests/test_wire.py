@@ -124,7 +124,8 @@ def test_a_message_goes_out_as_the_codec_s_text_frame_its_header_built_once_per_
     for size in SIZES:
         frame = Frame(b"x" * size)
         assert text_header(len(frame.json)) + frame.json == server_frame(OP_TEXT, frame.json)
-        assert text_header(size) is text_header(size)
+        assert text_header(size) == frame_header(OP_TEXT, size)
+    assert text_header(200) is text_header(200)  # a chat-sized message's header is shared
 
 
 def test_a_client_frame_header_is_the_server_s_with_the_mask_bit_and_the_mask():

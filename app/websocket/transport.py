@@ -78,6 +78,7 @@ class Binary(bytes):
 
 
 PING_FRAME = server_frame(OP_PING)
+CACHED_HEADERS_BELOW = 4096  # payload lengths whose text header is kept: every chat-sized message
 _TEXT_HEADERS: dict[int, bytes] = {}  # payload length -> its text frame's header
 
 
@@ -85,12 +86,15 @@ def text_header(length: int) -> bytes:
     """The header of a text frame of `length` bytes, built once per length and then shared.
 
     A broadcast writes one header per receiver: a dictionary look-up is
-    cheaper than packing it each time. Lengths are bounded by the largest
-    message the server sends, so the table stays small (a few bytes per length).
+    cheaper than packing it each time. Only lengths below
+    `CACHED_HEADERS_BELOW` are kept, so the table stays under a few hundred
+    KiB however many lengths clients make the server send.
     """
     header = _TEXT_HEADERS.get(length)
     if header is None:
-        header = _TEXT_HEADERS[length] = frame_header(OP_TEXT, length)
+        header = frame_header(OP_TEXT, length)
+        if length < CACHED_HEADERS_BELOW:
+            _TEXT_HEADERS[length] = header
     return header
 
 
