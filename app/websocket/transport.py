@@ -266,10 +266,12 @@ class WebSocketTransport:
 
     def send(self, frames: list[Frame]) -> None:
         """Write text frames: a header, then the JSON every receiver shares, with no copy of it."""
-        buffers: list[bytes] = []
+        buffers: list[bytes | memoryview] = []
+        append, cached = buffers.append, _TEXT_HEADERS.get
         for frame in frames:
             payload = frame.json
-            buffers += (text_header(len(payload)), payload)
+            append(cached(len(payload)) or text_header(len(payload)))
+            append(payload)
         self._send_raw(buffers)
 
     def ping(self) -> None:
@@ -279,22 +281,21 @@ class WebSocketTransport:
     def answered(self) -> bool:
         return self._heard
 
-    def _send_raw(self, buffers: list[bytes]) -> None:
+    def _send_raw(self, buffers: list[bytes | memoryview]) -> None:
         with self._write_lock:
             if self.closed:
                 raise OSError("connection closed")
             self._write(buffers)
 
-    def _write(self, buffers: list[bytes]) -> None:
+    def _write(self, buffers: list[bytes | memoryview]) -> None:
         """Vectored writes from the callers' buffers; a stalled write raises WriteStalled.
 
         The buffers go to `sendmsg` as they are; only a buffer the kernel took
         part of is replaced by a view of its rest (the bytes stay where they are).
         """
-        pending: list[bytes | memoryview] = list(buffers)
-        first = 0
-        while first < len(pending):
-            batch = pending[first:first + IOV_MAX]
+        first = 0  # `buffers` is a list each caller builds for this write: ours to change
+        while first < len(buffers):
+            batch = buffers[first:first + IOV_MAX]
             try:
                 with gevent.Timeout(self._write_timeout, WriteStalled):
                     sent = self._socket.sendmsg(batch)
@@ -302,12 +303,12 @@ class WebSocketTransport:
                 log.info("event=write_stalled seconds=%s", self._write_timeout)
                 raise WriteStalled(f"no progress writing for {self._write_timeout}s") from None
             while sent:
-                size = len(pending[first])
+                size = len(buffers[first])
                 if sent >= size:
                     sent -= size
                     first += 1
                 else:
-                    pending[first] = memoryview(pending[first])[sent:]
+                    buffers[first] = memoryview(buffers[first])[sent:]
                     sent = 0
 
     # -- closing ------------------------------------------------------------------
