@@ -10,7 +10,7 @@ from flask import Response
 
 
 class Upgraded(NamedTuple):
-    """A socket some library has answered the handshake on; ours alone from then on.
+    """A socket whose handshake has been answered (101); ours alone from then on.
 
     `rfile` is the buffered reader over it (holding whatever was read past
     the request head); `answer()` is what the /ws view returns once the
