@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""nane's websocket codec (actors/chat/wire.py) against wsproto, frame for frame, no network.
+"""nane's websocket codec (app/websocket/codec.py) against wsproto, frame for frame, no network.
 
     python bench/codec.py [--frames 20000] [--repeats 7]
 
-wsproto (installed with simple-websocket) is the sans-I/O library nane could
+wsproto (bench/requirements.txt) is the sans-I/O library nane could
 have used instead of its own codec; issue 14 asks to use it wherever it does
 not cost the benchmark figures. This measures the two jobs the server does per
 frame, on chat-sized JSON messages (100 to 300 bytes, a fixed seed):
@@ -15,7 +15,7 @@ frame, on chat-sized JSON messages (100 to 300 bytes, a fixed seed):
   then its `events()`. Both are handed one frame at a time, as a chat server
   reads them.
 - build: one server text frame out. Ours is `server_frame(OP_TEXT, json)`,
-  from the JSON bytes a room already has (`Frame.wire`); wsproto's is
+  from the JSON bytes a room already has (`Frame.json`); wsproto's is
   `Connection.send(TextMessage(text))`, which takes text only, so the UTF-8
   encoding it does is part of its figure.
 
@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from wsproto.connection import Connection, ConnectionType  # noqa: E402
 from wsproto.events import TextMessage  # noqa: E402
 
-from actors.chat.wire import OP_TEXT, FrameParser, Incoming, client_frame, parse_header, server_frame, unmask  # noqa: E402
+from app.websocket.codec import OP_TEXT, Incoming, parse_header, server_frame, unmask  # noqa: E402
+from tests.wsframes import FrameParser, client_frame  # noqa: E402
 
 MAX_MESSAGE_BYTES = 32 * 1024
 

@@ -6,7 +6,7 @@ answer protocol pings), never touching the payload. A few connections are
 *probes*: they assemble whole frames and hand the payload to a callback, which
 parses the JSON to measure latency and check order.
 
-The handshake and the frames are nane's own codec (actors/chat/wire.py):
+The handshake and the frames are nane's own codec, client side (tests/wsframes.py):
 counters use its `FrameParser(keep_data=False)`,
 which walks headers and skips payloads without copying them, so the
 generator's CPU per received frame stays far below a Python server's, which
@@ -22,16 +22,8 @@ import select
 import socket
 import time
 
-from actors.chat.wire import (
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameParser,
-    client_frame,
-    handshake_answer,
-    handshake_request,
-)
+from app.websocket.codec import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from tests.wsframes import FrameParser, client_frame, handshake_answer, handshake_request
 
 RECV_SIZE = 256 * 1024
 

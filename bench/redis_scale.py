@@ -45,11 +45,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the codec (actors/chat/wire.py) and tests/ports.py
+sys.path.insert(0, str(ROOT))  # the client codec (tests/wsframes.py) and tests/ports.py
 
-from actors.chat.wire import OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame  # noqa: E402
+from app.websocket.codec import OP_PING, OP_PONG, OP_TEXT  # noqa: E402
 from tests.ports import free_port, upgrade  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
+from tests.wsframes import FrameParser, client_frame  # noqa: E402
 
 RECV_SIZE = 256 * 1024
 DEADLINE = 60.0  # seconds any one phase may take

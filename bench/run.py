@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(1, ROOT)  # the codec (actors/chat/wire.py) and tests/ports.py
+sys.path.insert(1, ROOT)  # the client codec (tests/wsframes.py) and tests/ports.py
 
 import scenarios  # noqa: E402
 from loadgen import kernel_counters  # noqa: E402

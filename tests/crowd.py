@@ -2,7 +2,7 @@
 
 websocket-client costs tens of microseconds per frame, too much for a test that
 receives a couple of million frames; these clients do the handshake by hand,
-speak RFC 6455 through nane's own codec (actors/chat/wire.py: masked text
+speak RFC 6455 through nane's own codec (tests/wsframes.py: masked text
 frames out, the server's frames parsed, pong for ping) and hand each received
 message's payload to a callback.
 """
@@ -15,8 +15,9 @@ import socket
 import time
 from collections.abc import Callable
 
-from actors.chat.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, client_frame, parse_close
+from app.websocket.codec import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, parse_close
 from tests.ports import upgrade
+from tests.wsframes import FrameParser, client_frame
 
 RECV_SIZE = 256 * 1024
 HANDSHAKE_TIMEOUT = 5.0

@@ -12,8 +12,9 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.chat.wire import OP_CLOSE, FrameParser, parse_close
+from app.websocket.codec import OP_CLOSE, parse_close
 from tests.ports import upgrade
+from tests.wsframes import FrameParser
 
 FIGURES: dict[str, dict[str, object]] = defaultdict(dict)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from actors.chat.wire import handshake_answer, handshake_request
+from tests.wsframes import handshake_answer, handshake_request
 
 
 def free_port() -> int:
@@ -23,7 +23,7 @@ def upgrade(sock: socket.socket, path: str, host: str = "127.0.0.1") -> bytes:
     """The websocket handshake on a connected blocking socket; the bytes that came after the answer.
 
     Bounded by the socket's timeout. Raises ConnectionError when the server
-    closes or refuses (actors/chat/wire.py builds and checks the handshake).
+    closes or refuses (tests/wsframes.py builds and checks the handshake).
     """
     sock.sendall(handshake_request(path, host))
     answer = b""

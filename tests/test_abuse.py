@@ -24,23 +24,20 @@ import psutil
 import pytest
 import websocket
 
-from actors.chat.wire import (
+from app.websocket.codec import (
     OP_CLOSE,
     OP_CONTINUATION,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    FrameParser,
-    client_frame,
     close_payload,
-    frame_header,
-    handshake_request,
     parse_close,
     server_frame,
 )
 from tests.conftest import MODES as RUN_MODES
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import figure, metric, raw_upgrade, read_frames_until_end, wait_for
+from tests.wsframes import FrameParser, client_frame, frame_header, handshake_request
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 DEADLINE = 10.0  # seconds a bystander's probe may take before the server counts as stalled

@@ -12,9 +12,10 @@ from collections import deque
 
 import psutil
 
-from actors.chat.wire import OP_TEXT, FrameParser, client_frame
+from app.websocket.codec import OP_TEXT
 from tests.conftest import receive, send
 from tests.ops_helpers import raw_upgrade, read_frames_until_end
+from tests.wsframes import FrameParser, client_frame
 
 
 def test_clients_that_stop_reading_are_cut_off_by_bytes_and_memory_stays_bounded(start_server):

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from actors.chat.wire import handshake_request
 from tests.conftest import receive, send
 from tests.ops_helpers import metric, wait_for
+from tests.wsframes import handshake_request
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 RESETS = 300

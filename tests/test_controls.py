@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from actors.chat.wire import OP_CLOSE, OP_PING, OP_TEXT, client_frame
 from app.api.contract import openapi
+from app.websocket.codec import OP_CLOSE, OP_PING, OP_TEXT
 from tests.conftest import receive, receive_close, send
 from tests.ops_helpers import metric, raw_upgrade, read_frames_until_end, scrape, wait_for
+from tests.wsframes import client_frame
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 TOKEN = "test-token-13"

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIMS = {
     "gevent": "app.server",
     "gevent-websocket": "app.websocket.gevent_websocket_shim",
-    "simple-websocket": "app.websocket.simple_websocket_shim",
     "gunicorn": "app.server",
 }
 
@@ -149,49 +148,61 @@ def test_a_closed_gevent_websocket_writes_nothing():
               written == [])
 
 
-def test_simple_websocket_server_internals():
-    import simple_websocket
+def test_gunicorn_hands_the_app_its_socket_as_gunicorn_socket():
+    """app/websocket/handshake.py writes the 101 on `environ["gunicorn.socket"]` (`-k gevent`)."""
+    from gunicorn.http import wsgi
 
-    relies_on("simple-websocket", "Server.accept(environ, ..., thread_class=...)",
-              "thread_class" in inspect.signature(simple_websocket.Server.accept).parameters)
-    base = code(simple_websocket.ws.Base.__init__)
-    for step in ("self.sock = sock", "self.handshake()",
-                 "self.thread = thread_class(target=self._thread)", "self.thread.start()"):
-        relies_on("simple-websocket", f"Base.__init__ doing `{step}`", step in base)
-    relies_on("simple-websocket", "Server taking environ['gunicorn.socket']",
-              "environ.get('gunicorn.socket')" in code(simple_websocket.Server.__init__))
-    relies_on("simple-websocket", "the handshake offering permessage-deflate (why the shim drops "
-              "Sec-WebSocket-Extensions)",
-              "PerMessageDeflate()" in code(simple_websocket.ws.Base._handle_events))
+    assert '"gunicorn.socket": sock' in code(wsgi.default_environ), (
+        f"gunicorn {importlib.metadata.version('gunicorn')}: its environ no longer holds the "
+        "connection's socket as gunicorn.socket, where app/websocket/handshake.py takes it")
 
 
-def test_simple_websocket_writes_the_101_and_nothing_more():
-    """The shim's handshake, on a real socket pair: a 101 without extensions, then silence."""
-    from app.websocket import simple_websocket_shim
+# The 101 simple-websocket 1.1.0 wrote for RFC 6455's sample key, whatever else the request
+# offered (permessage-deflate, subprotocols): ours must stay byte for byte the same.
+SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+SWITCHING_PROTOCOLS = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+
+
+def handshake_environ(sock: socket.socket) -> dict:
+    return {"gunicorn.socket": sock, "REQUEST_METHOD": "GET", "HTTP_HOST": "localhost",
+            "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+            "HTTP_SEC_WEBSOCKET_VERSION": "13", "HTTP_SEC_WEBSOCKET_KEY": SAMPLE_KEY,
+            "HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate",
+            "HTTP_SEC_WEBSOCKET_PROTOCOL": "chat, superchat"}
+
+
+def test_our_101_is_the_one_simple_websocket_wrote_then_silence():
+    """The `-k gevent` handshake on a real socket pair: the same 101 bytes, then nothing."""
+    from app.server import AnsweredUnderGunicorn
+    from app.websocket import handshake
 
     server_side, client_side = socket.socketpair()
     with server_side, client_side:
-        environ = {"gunicorn.socket": server_side, "REQUEST_METHOD": "GET",
-                   "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
-                   "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_VERSION": "13",
-                   "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
-                   "HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate"}
-        upgraded = simple_websocket_shim.accept(environ)
+        upgraded = handshake.accept(handshake_environ(server_side))
         upgraded.rfile.close()
-        relies_on("simple-websocket", "Server.sock being the socket it was given",
-                  upgraded.socket is server_side)
+        assert upgraded.socket is server_side and upgraded.answer is AnsweredUnderGunicorn
         client_side.settimeout(2)
         answer = b""
         while b"\r\n\r\n" not in answer:
             answer += client_side.recv(4096)
-        relies_on("simple-websocket", "the handshake answering 101 with the RFC 6455 accept key",
-                  answer.startswith(b"HTTP/1.1 101")
-                  and b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in answer)
-        assert b"permessage-deflate" not in answer.lower()
+        assert answer == SWITCHING_PROTOCOLS
         client_side.setblocking(False)
         with pytest.raises(BlockingIOError):
             more = client_side.recv(4096)
-            pytest.fail(f"simple-websocket wrote after the handshake: {more!r}")
+            pytest.fail(f"the handshake wrote after the 101: {more!r}")
+
+
+def test_a_client_gone_before_the_101_is_client_gone():
+    from app.server import AnsweredUnderGunicorn
+    from app.websocket import ClientGone, handshake
+
+    server_side, client_side = socket.socketpair()
+    with server_side:
+        client_side.close()
+        with pytest.raises(ClientGone) as gone:
+            handshake.accept(handshake_environ(server_side))
+    assert gone.value.answer is AnsweredUnderGunicorn
 
 
 def test_gunicorn_worker_internals():

@@ -18,11 +18,12 @@ import urllib.parse
 import pytest
 
 from actors import logfmt
-from actors.chat.wire import OP_CLOSE, OP_TEXT, client_frame, close_payload, handshake_request
 from app.ops.limits import client_address
+from app.websocket.codec import OP_CLOSE, OP_TEXT, close_payload
 from tests.conftest import RECEIVE_TIMEOUT
 from tests.ops_helpers import read_frames_until_end, wait_for
 from tests.ports import upgrade
+from tests.wsframes import client_frame, handshake_request
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 HOSTILE = [

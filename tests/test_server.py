@@ -14,10 +14,11 @@ import psutil
 import pytest
 import websockets
 
-from actors.chat.wire import OP_TEXT, frame_header
+from app.websocket.codec import OP_TEXT
 from tests.conftest import ROOT, Server, receive, send
 from tests.ops_helpers import raw_upgrade, read_frames_until_end
 from tests.ports import free_port
+from tests.wsframes import frame_header
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 

@@ -13,9 +13,10 @@ import socket
 
 import pytest
 
-from actors.chat.wire import OP_TEXT, FrameParser, client_frame, handshake_request
 from app.target import escape_raw_bytes, query_values, text
+from app.websocket.codec import OP_TEXT
 from tests.conftest import RECEIVE_TIMEOUT
+from tests.wsframes import FrameParser, client_frame, handshake_request
 
 ALL_MODES = ["embedded", "gunicorn-geventwebsocket", "gunicorn-gevent"]
 PETYA = "Петя".encode()  # D0 9F D0 B5 D1 82 D1 8F

@@ -1,4 +1,5 @@
-"""The websocket codec (actors/chat/wire.py) on its own: bytes in, bytes out, no network.
+"""The websocket codec on its own, bytes in, bytes out, no network: the server's side
+(app/websocket/codec.py) and the test clients' side (tests/wsframes.py).
 
 Known vectors come from RFC 6455 section 5.7; the rest are round trips
 through every length form, opcode and mask, the incremental parser fed a
@@ -13,7 +14,7 @@ import os
 import pytest
 
 from actors.chat.message import Frame
-from actors.chat.wire import (
+from app.websocket.codec import (
     NO_STATUS,
     OP_BINARY,
     OP_CLOSE,
@@ -21,23 +22,22 @@ from actors.chat.wire import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    FrameParser,
     Incoming,
     LimitExceeded,
     ProtocolError,
     check_control,
-    client_frame,
     close_code_allowed,
     close_payload,
     frame_header,
-    handshake_answer,
-    handshake_request,
     header_size,
     parse_close,
     parse_header,
     server_frame,
     unmask,
 )
+from app.websocket.transport import text_header
+from tests.wsframes import FrameParser, client_frame, handshake_answer, handshake_request
+from tests.wsframes import frame_header as client_header
 
 OPCODES = [OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG]
 # one size per length form and both edges of each: 7-bit, 16-bit, 64-bit
@@ -120,10 +120,20 @@ def test_masking_is_its_own_inverse_and_a_zero_mask_changes_nothing():
     assert unmask(memoryview(bytearray(payload)), mask) == unmask(payload, mask)
 
 
-def test_the_shared_frame_of_a_message_is_the_codec_s_text_frame():
+def test_a_message_goes_out_as_the_codec_s_text_frame_its_header_built_once_per_length():
     for size in SIZES:
-        json = b"x" * size
-        assert Frame(json).wire == server_frame(OP_TEXT, json)
+        frame = Frame(b"x" * size)
+        assert text_header(len(frame.json)) + frame.json == server_frame(OP_TEXT, frame.json)
+        assert text_header(size) == frame_header(OP_TEXT, size)
+    assert text_header(200) is text_header(200)  # a chat-sized message's header is shared
+
+
+def test_a_client_frame_header_is_the_server_s_with_the_mask_bit_and_the_mask():
+    for size in SIZES:
+        header = server_frame(OP_TEXT, bytes(size))[:-size or None]
+        masked = client_header(OP_TEXT, size, mask=RFC_MASK)
+        assert masked == bytes((header[0], header[1] | 0x80)) + header[2:] + RFC_MASK
+        assert client_header(OP_TEXT, size) == header
 
 
 # -- headers from bytes already read ----------------------------------------------------

@@ -15,28 +15,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from actors.chat.wire import OP_TEXT, server_frame
-
 
 class Frame:
-    """One server-to-client websocket text frame, encoded once for all its receivers.
+    """One message to clients, its JSON encoded once for all its receivers.
 
-    `json` is the payload. `wire` is the whole RFC 6455 frame: frames from a
-    server are unmasked, so every connection gets the very same bytes, built on
-    first use and then shared by every outbox the frame is in.
+    `json` is the payload: every connection gets the very same bytes, shared by
+    every outbox the frame is in. How they travel (a websocket text frame, its
+    header put before them per write) is the transport's business, not the chat's.
     """
 
-    __slots__ = ("json", "_wire")
+    __slots__ = ("json",)
 
-    def __init__(self, json: bytes):
+    def __init__(self, json: bytes) -> None:
         self.json = json
-        self._wire: bytes | None = None
-
-    @property
-    def wire(self) -> bytes:
-        if self._wire is None:
-            self._wire = server_frame(OP_TEXT, self.json)
-        return self._wire
 
     def __repr__(self) -> str:
         return f"Frame({self.json[:80]!r})"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
-from typing import BinaryIO, NamedTuple
+from io import BufferedIOBase
+from typing import NamedTuple
 
 from flask import Response
 
 
 class Upgraded(NamedTuple):
-    """A socket some library has answered the handshake on; ours alone from then on.
+    """A socket whose handshake has been answered (101); ours alone from then on.
 
     `rfile` is the buffered reader over it (holding whatever was read past
     the request head); `answer()` is what the /ws view returns once the
@@ -17,7 +18,7 @@ class Upgraded(NamedTuple):
     """
 
     socket: socket.socket
-    rfile: BinaryIO
+    rfile: BufferedIOBase
     answer: type[Response]
 
 
@@ -29,6 +30,6 @@ class ClientGone(ConnectionError):
     server it runs under writes nothing more.
     """
 
-    def __init__(self, answer: type[Response]):
+    def __init__(self, answer: type[Response]) -> None:
         super().__init__("the client went away during the handshake")
         self.answer = answer

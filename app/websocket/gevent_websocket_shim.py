@@ -22,6 +22,9 @@ names the internal that moved when an installed version differs). What we rely o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from wsgiref.types import StartResponse, WSGIEnvironment
+
 from flask import Response
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
@@ -34,14 +37,14 @@ ACCEPT = "nane.gevent_websocket.accept"  # environ key: `AppUpgrades._accept` of
 class _Answered(Response):
     """Nothing more to write: the 101 went out before, and the connection closes."""
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return []
 
 
 class AppUpgrades(WebSocketHandler):
     """gevent-websocket's handler, except that the app decides whether to upgrade."""
 
-    def run_application(self):
+    def run_application(self) -> None:
         self.environ[ACCEPT] = self._accept
         try:
             WSGIHandler.run_application(self)

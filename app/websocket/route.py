@@ -2,10 +2,10 @@
 
 Every refusal is an HTTP answer before the upgrade (SPEC): a malformed
 handshake 4xx, a nameless client 401, a full server 503 (one address's share
-429) and a stopping one 503. Then one library answers the handshake and hands
-over the socket: gevent-websocket's handler under `python -m app` and gunicorn's
-GeventWebSocketWorker (app/websocket/gevent_websocket_shim.py), simple-websocket
-under `gunicorn -k gevent` (app/websocket/simple_websocket_shim.py). From then
+429) and a stopping one 503. Then the handshake is answered and the socket handed
+over: by gevent-websocket's handler under `python -m app` and gunicorn's
+GeventWebSocketWorker (app/websocket/gevent_websocket_shim.py), by our own 101
+on gunicorn's socket under `gunicorn -k gevent` (app/websocket/handshake.py). From then
 on app/websocket/transport.py alone reads and writes it, and this greenlet
 becomes the connection's reader: `Chat.connect` (actors/chat/connection.py)
 decides what each frame means until the client is gone.
@@ -26,7 +26,7 @@ from app import door
 from app.config import Config
 from app.ops.service import Connections, lift_request_deadline
 from app.target import query_values
-from app.websocket import ClientGone, Upgraded, gevent_websocket_shim, simple_websocket_shim
+from app.websocket import ClientGone, Upgraded, gevent_websocket_shim, handshake
 from app.websocket.transport import WebSocketTransport
 
 log = logging.getLogger("nane.ws")
@@ -56,7 +56,7 @@ def websocket() -> Response:
             try:
                 upgraded = (gevent_websocket_shim.accept(environ)
                             if gevent_websocket_shim.serves(environ)
-                            else simple_websocket_shim.accept(environ))
+                            else handshake.accept(environ))
             except ClientGone as gone:  # a peer that leaves is no error: one line, no traceback
                 log.info("event=ws_gone stage=handshake username=%s remote=%s",
                          logfmt.value(username), connections.address_of(environ))

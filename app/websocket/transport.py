@@ -1,14 +1,14 @@
 """The websocket transport: RFC 6455 frames read and written by us, on every run mode's socket.
 
 Whoever answered the handshake — gevent-websocket's handler (`python -m app`
-and gunicorn's GeventWebSocketWorker) or simple-websocket (`gunicorn -k
-gevent`), see app/websocket/route.py and its two shims — hands the /ws view the
-socket and its read buffer, and from then on this class alone reads and writes
-it. The reader greenlet uses `receive`, `refuse` and `admit_control`; the
-`SessionActor` uses `send`, `ping`, `answered`, `go_silent` and `close`.
-The frames themselves are parsed, checked and built by nane's one codec,
-actors/chat/wire.py (no I/O); this class does the reads, the writes, the
-locking and the timeouts around it.
+and gunicorn's GeventWebSocketWorker, app/websocket/gevent_websocket_shim.py)
+or our own 101 (`gunicorn -k gevent`, app/websocket/handshake.py) — hands the
+/ws view the socket and its read buffer, and from then on this class alone
+reads and writes it. The reader greenlet uses `receive`, `refuse` and
+`admit_control`; the `SessionActor` uses `send`, `ping`, `answered`,
+`go_silent` and `close`. The frames themselves are parsed, checked and built
+by nane's one codec, app/websocket/codec.py (no I/O); this class does the
+reads, the writes, the locking and the timeouts around it.
 
 What it promises, whatever the client sends (README, "Limits"):
 
@@ -16,8 +16,10 @@ What it promises, whatever the client sends (README, "Limits"):
   (no library thread) ever writes;
 - a write that makes no progress for `write_timeout` seconds cuts the
   connection, so a client that stops reading cannot hold a writer forever;
-- frames go out from the shared `Frame.wire` buffers with vectored writes
-  (`sendmsg`), so a stalled client holds references, never copies;
+- a message's JSON (`Frame.json`) is encoded once and shared by every
+  receiver; each write puts a text frame header before each payload and
+  hands both to the kernel with vectored writes (`sendmsg`), so a stalled
+  client holds references, never copies;
 - the reader yields to others every `YIELD_EVERY` frames however fast its
   input is; ping and pong frames count against the connection's rate limit;
 - a message is refused (close 1009) from its header when too large, and (1008)
@@ -34,6 +36,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from io import BufferedIOBase
 
 import gevent
 from gevent.event import AsyncResult
@@ -41,7 +44,7 @@ from gevent.lock import Semaphore
 
 from actors import logfmt
 from actors.chat.message import Frame
-from actors.chat.wire import (
+from app.websocket.codec import (
     NO_STATUS,
     OP_CLOSE,
     OP_PING,
@@ -51,6 +54,7 @@ from actors.chat.wire import (
     LimitExceeded,
     ProtocolError,
     close_payload,
+    frame_header,
     header_size,
     parse_close,
     parse_header,
@@ -69,12 +73,29 @@ IOV_MAX = 512  # buffers per sendmsg call (the kernel takes up to 1024)
 READ_CHUNK = 64 * 1024
 
 
-
 class Binary(bytes):
     """A binary message: not part of the protocol, dropped like other bad input."""
 
 
 PING_FRAME = server_frame(OP_PING)
+CACHED_HEADERS_BELOW = 4096  # payload lengths whose text header is kept: every chat-sized message
+_TEXT_HEADERS: dict[int, bytes] = {}  # payload length -> its text frame's header
+
+
+def text_header(length: int) -> bytes:
+    """The header of a text frame of `length` bytes, built once per length and then shared.
+
+    A broadcast writes one header per receiver: a dictionary look-up is
+    cheaper than packing it each time. Only lengths below
+    `CACHED_HEADERS_BELOW` are kept, so the table stays under a few hundred
+    KiB however many lengths clients make the server send.
+    """
+    header = _TEXT_HEADERS.get(length)
+    if header is None:
+        header = frame_header(OP_TEXT, length)
+        if length < CACHED_HEADERS_BELOW:
+            _TEXT_HEADERS[length] = header
+    return header
 
 
 class WriteStalled(OSError):
@@ -95,9 +116,9 @@ class WebSocketTransport:
             (over the rate limit). The reader's owner decides what a flood is.
     """
 
-    def __init__(self, sock: socket.socket, rfile, max_message_bytes: int,
+    def __init__(self, sock: socket.socket, rfile: BufferedIOBase, max_message_bytes: int,
                  max_fragments: int = 1024, write_timeout: float = 20.0,
-                 admit_control: Callable[[], bool] = lambda: True):
+                 admit_control: Callable[[], bool] = lambda: True) -> None:
         self._socket = sock
         self._rfile = rfile
         self._incoming = Incoming(max_message_bytes, max_fragments)
@@ -244,8 +265,14 @@ class WebSocketTransport:
     # -- writing ------------------------------------------------------------------
 
     def send(self, frames: list[Frame]) -> None:
-        """Write text frames, each built once for all receivers, with no copy of any."""
-        self._send_raw([f.wire for f in frames])
+        """Write text frames: a header, then the JSON every receiver shares, with no copy of it."""
+        buffers: list[bytes | memoryview] = []
+        append, cached = buffers.append, _TEXT_HEADERS.get
+        for frame in frames:
+            payload = frame.json
+            append(cached(len(payload)) or text_header(len(payload)))
+            append(payload)
+        self._send_raw(buffers)
 
     def ping(self) -> None:
         self._heard = False
@@ -254,18 +281,21 @@ class WebSocketTransport:
     def answered(self) -> bool:
         return self._heard
 
-    def _send_raw(self, buffers: list[bytes]) -> None:
+    def _send_raw(self, buffers: list[bytes | memoryview]) -> None:
         with self._write_lock:
             if self.closed:
                 raise OSError("connection closed")
             self._write(buffers)
 
-    def _write(self, buffers: list[bytes]) -> None:
-        """Vectored writes from the callers' buffers; a stalled write raises WriteStalled."""
-        views = [memoryview(b) for b in buffers]
-        first = 0
-        while first < len(views):
-            batch = views[first:first + IOV_MAX]
+    def _write(self, buffers: list[bytes | memoryview]) -> None:
+        """Vectored writes from the callers' buffers; a stalled write raises WriteStalled.
+
+        The buffers go to `sendmsg` as they are; only a buffer the kernel took
+        part of is replaced by a view of its rest (the bytes stay where they are).
+        """
+        first = 0  # `buffers` is a list each caller builds for this write: ours to change
+        while first < len(buffers):
+            batch = buffers[first:first + IOV_MAX]
             try:
                 with gevent.Timeout(self._write_timeout, WriteStalled):
                     sent = self._socket.sendmsg(batch)
@@ -273,12 +303,12 @@ class WebSocketTransport:
                 log.info("event=write_stalled seconds=%s", self._write_timeout)
                 raise WriteStalled(f"no progress writing for {self._write_timeout}s") from None
             while sent:
-                size = len(views[first])
+                size = len(buffers[first])
                 if sent >= size:
                     sent -= size
                     first += 1
                 else:
-                    views[first] = views[first][sent:]  # a view: the bytes stay where they are
+                    buffers[first] = memoryview(buffers[first])[sent:]
                     sent = 0
 
     # -- closing ------------------------------------------------------------------

@@ -1,34 +1,27 @@
-"""RFC 6455 frames as bytes: the one websocket codec of nane, with no I/O.
+"""RFC 6455 frames as bytes, the server's side: nane's one websocket codec, with no I/O.
 
-It lives in actors/ because the wire format is part of the message, not of
-the socket: a room encodes each message once, into the exact bytes every
-session then writes (`Frame.wire` in message.py), so actors/ needs the
-builder, and actors/ imports nothing from app/. Everything else that speaks
-the protocol uses the same functions: the server's transport
-(app/websocket/transport.py) reads headers with `header_size` and
-`parse_header`, checks them with `Incoming`, unmasks with `unmask` and
-answers with `server_frame` and `close_payload`; the tests' raw clients and
-the benchmark's generator build masked frames with `client_frame` and read
-the server's frames with `FrameParser`, and open their connections with
-`handshake_request` and `handshake_answer`.
+The transport (app/websocket/transport.py) reads headers with `header_size`
+and `parse_header`, checks them with `Incoming`, unmasks with `unmask`, and
+writes with `frame_header`, `server_frame` and `close_payload`. A room
+encodes each message's JSON once (`Frame.json`, shared by every receiver);
+the transport puts a frame header before it per write, so the chat itself
+knows nothing of websocket framing. The tests' raw clients and the
+benchmark's generator build on these functions (tests/wsframes.py).
 
-Why our own and not wsproto (installed with simple-websocket): bench/codec.py
-measures both on chat-sized frames (100-300 bytes). wsproto took 5 to 8 times
-as long to parse a masked client frame (its `Connection` copies into its own
-buffer, builds a `Frame` and an event per message) and 12 to 17 times as long
-to build a server frame (an event object, a text encode, a bytearray). A room
-builds one frame for all its receivers, but each message a client sends is
+Why our own and not wsproto: bench/codec.py measures both on chat-sized
+frames (100-300 bytes). wsproto took 5 to 8 times as long to parse a masked
+client frame (its `Connection` copies into its own buffer, builds a `Frame`
+and an event per message) and 12 to 17 times as long to build a server frame
+(an event object, a text encode, a bytearray). Each message a client sends is
 parsed on the server's one core, so the cost would show in every figure; the
-codec is 300 lines and tested byte for byte against RFC 6455's examples.
+codec is about 230 lines and tested byte for byte against RFC 6455's examples.
 
 No extension is ever negotiated (no run mode's handshake accepts one; see
-app/websocket/simple_websocket_shim.py), so a set RSV bit is always a protocol error.
+app/websocket/handshake.py), so a set RSV bit is always a protocol error.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import struct
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -61,7 +54,7 @@ class ProtocolError(ValueError):
 class LimitExceeded(ValueError):
     """A frame's header shows a message we will not take; `code` is the close code to send."""
 
-    def __init__(self, code: int, reason: str):
+    def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
 
@@ -69,36 +62,22 @@ class LimitExceeded(ValueError):
 # -- building ----------------------------------------------------------------------
 
 
-def frame_header(opcode: int, length: int, fin: bool = True, mask: bytes | None = None) -> bytes:
-    """A frame's header alone, mask included (a payload of `length` bytes follows it).
+def frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
+    """An unmasked frame's header alone, as a server sends it (`length` bytes of payload follow).
 
     The shortest of the three length forms (7-bit, 16-bit, 64-bit), as RFC 6455 5.2 requires.
     """
     first = (0x80 if fin else 0) | opcode
-    if mask is None:
-        if length < 126:
-            return _TWO.pack(first, length)
-        if length < 65536:
-            return _SHORT.pack(first, 126, length)
-        return _LONG.pack(first, 127, length)
     if length < 126:
-        return _TWO.pack(first, 0x80 | length) + mask
+        return _TWO.pack(first, length)
     if length < 65536:
-        return _SHORT.pack(first, 0xFE, length) + mask
-    return _LONG.pack(first, 0xFF, length) + mask
+        return _SHORT.pack(first, 126, length)
+    return _LONG.pack(first, 127, length)
 
 
 def server_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
     """One unmasked frame, as a server sends it (every receiver may share these bytes)."""
     return frame_header(opcode, len(payload), fin) + payload
-
-
-def client_frame(opcode: int, payload: bytes = b"", fin: bool = True,
-                 mask: bytes | None = None) -> bytes:
-    """One masked frame, as a client sends it; a random mask unless `mask` (4 bytes) is given."""
-    if mask is None:
-        mask = os.urandom(4)
-    return frame_header(opcode, len(payload), fin, mask) + unmask(payload, mask)
 
 
 def unmask(payload: Buffer, mask: bytes) -> bytes:
@@ -200,7 +179,7 @@ class Incoming:
 
     __slots__ = ("max_bytes", "max_fragments", "opcode", "size", "fragments")
 
-    def __init__(self, max_bytes: int, max_fragments: int = 1024):
+    def __init__(self, max_bytes: int, max_fragments: int = 1024) -> None:
         self.max_bytes = max_bytes
         self.max_fragments = max_fragments
         self.opcode: int | None = None  # the data opcode of the message being assembled
@@ -249,100 +228,3 @@ class Incoming:
         assert opcode is not None
         self.opcode, self.size, self.fragments = None, 0, 0
         return opcode
-
-
-class FrameParser:
-    """Feed bytes as they arrive, get whole frames: the incremental parser of raw clients.
-
-    `feed(data)` returns the frames completed by `data` as (fin, opcode,
-    payload) tuples, payloads unmasked. With `keep_data=False` a data frame is
-    reported as soon as its header has arrived, with payload None, and its
-    payload is skipped without being buffered or copied: a counting client
-    reads megabytes a second for the cost of walking headers. Control frames
-    always come whole.
-
-    `data` may be a view of the caller's reusable buffer: only an incomplete
-    tail is copied.
-    """
-
-    __slots__ = ("keep_data", "_pending", "_skip")
-
-    def __init__(self, keep_data: bool = True):
-        self.keep_data = keep_data
-        self._pending = bytearray()  # the start of a frame not complete yet
-        self._skip = 0  # payload bytes still to pass over (keep_data=False)
-
-    def feed(self, data: Buffer) -> list[tuple[bool, int, bytes | None]]:
-        frames: list[tuple[bool, int, bytes | None]] = []
-        skip = self._skip
-        if skip:
-            if skip >= len(data):
-                self._skip = skip - len(data)
-                return frames
-            data, self._skip = data[skip:], 0
-        pending = self._pending
-        if pending:  # appended to, so a frame that comes in many reads costs no more than one
-            pending += data
-            data = pending
-        at, end = 0, len(data)
-        keep_data = self.keep_data
-        while True:
-            header = parse_header(data, at)
-            if header is None:
-                break
-            fin, opcode, length, mask, size = header
-            start = at + size
-            stop = start + length
-            if not keep_data and opcode < 8:
-                frames.append((fin, opcode, None))
-                if stop > end:
-                    self._skip, at = stop - end, end
-                    break
-                at = stop
-                continue
-            if stop > end:
-                break
-            payload = bytes(data[start:stop])
-            frames.append((fin, opcode, unmask(payload, mask) if mask else payload))
-            at = stop
-        if pending:
-            del pending[:at]
-        elif at < end:
-            pending += data[at:end]
-        return frames
-
-
-# -- the client's opening handshake (RFC 6455 4.1), for the tests and the benchmark --
-
-END_OF_HEAD = b"\r\n\r\n"
-
-
-def handshake_request(path: str, host: str = "127.0.0.1", **headers: str | None) -> bytes:
-    """A client's upgrade request for `path`, with a fresh random key.
-
-    A keyword overrides a header (`Sec_WebSocket_Version="8"`: underscores
-    become dashes), and None leaves it out: the tests send malformed
-    handshakes this way.
-    """
-    fields: dict[str, str | None] = {
-        "Host": host, "Upgrade": "websocket", "Connection": "Upgrade",
-        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-        "Sec-WebSocket-Version": "13"}
-    for name, value in headers.items():
-        fields[name.replace("_", "-")] = value
-    lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items() if value is not None)
-    return f"GET {path} HTTP/1.1\r\n{lines}\r\n".encode()
-
-
-def handshake_answer(data: bytes) -> tuple[bytes, bytes] | None:
-    """(the server's answer head, the bytes after it), or None while the head is incomplete.
-
-    Raises:
-        ConnectionRefusedError: the answer is not `101 Switching Protocols`.
-    """
-    if END_OF_HEAD not in data:
-        return None
-    head, _, rest = data.partition(END_OF_HEAD)
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise ConnectionRefusedError(f"handshake refused: {head.decode('latin-1')!r}")
-    return head, rest
