@@ -132,3 +132,26 @@ def test_the_readme_is_a_front_door_not_the_manual() -> None:
 ])
 def test_anchors_follow_githubs_rules(heading: str, anchor: str) -> None:
     assert slug(heading) == anchor
+
+
+# A path into the repository named in prose, a comment or a docstring: `app/websocket/route.py`,
+# `actors/runtime/`. Code moves; a sentence naming where it was sends a student nowhere.
+NAMED_PATH = re.compile(r"(?<![\w./-])((?:actors|app|tests|bench|docs)/[\w/.-]*\w/?)")
+SOURCES = ("*.py", "*.md", "*.lua", "*.js", "*.html", "*.toml", "Procfile", ".ci/run")
+
+
+def named_paths() -> Iterator[tuple[Path, str]]:
+    for pattern in SOURCES:
+        for path in ROOT.glob(pattern) if "/" in pattern else ROOT.rglob(pattern):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative.startswith(("bench/results/", ".git/")) or "/." in relative:
+                continue
+            for match in NAMED_PATH.finditer(path.read_text(errors="replace")):
+                yield path, match.group(1)
+
+
+def test_every_path_named_in_code_or_docs_exists() -> None:
+    missing = sorted({f"{path.relative_to(ROOT)}: {named}" for path, named in named_paths()
+                      if not (ROOT / named).exists() and not (ROOT / (named + ".py")).exists()
+                      and not any((ROOT / named).parent.glob((ROOT / named).name + "*"))})
+    assert not missing, "paths that do not exist:\n" + "\n".join(missing)

@@ -2,7 +2,7 @@
 
 Every run mode where the behaviour depends on the mode (the transports and the
 servers differ: embedded pywsgi, gunicorn's GeventWebSocketWorker, gunicorn's
-gevent worker with simple-websocket).
+gevent worker with nane's own 101).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ and turns each into a message for the actors:
   either is dropped unparsed (its `id` echoed when it is short), and frames
   dropped for more than `max_flood_seconds` seconds in a row close the
   connection (1008);
-- a ping (`{"type":"ping"}`) is answered with a pong; a chat message is posted
+- a ping (`{"ping": true}`) is answered with a pong; a chat message is posted
   to the registry; anything else is dropped, with an error frame to a `?v=2`
   client; once the server is stopping no message is accepted.
 
