@@ -47,7 +47,7 @@ slow = pytest.mark.skipif(os.environ.get("NANE_SLOW_TESTS") != "1",
 # gunicorn's GeventWebSocketWorker runs the embedded server's own handler and transport: its
 # variant of the slower attacks runs with NANE_SLOW_TESTS=1, the other two always
 MODES = ["embedded", pytest.param("gunicorn-geventwebsocket", marks=slow), "gunicorn-gevent"]
-# where the attack only ever hurt `-k gevent` (simple-websocket's thread and buffer, before nane wrote its own 101)
+# where the attack only ever hurt `-k gevent` (simple-websocket's thread and buffer, before our own 101)
 GEVENT_FIRST = [pytest.param("embedded", marks=slow),
                 pytest.param("gunicorn-geventwebsocket", marks=slow), "gunicorn-gevent"]
 

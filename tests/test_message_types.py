@@ -72,7 +72,7 @@ def started() -> list[ActorRef]:
     hub = HubActor().start()
     registry = RegistryActor(hub, max_rooms=10, max_messages_in_room=10).start()
     store = None  # an unknown message never reaches Redis
-    return [hub, registry, RoomActor("lobby", 10).start(),
+    return [hub, registry, RoomActor("lobby").start(),
             KozmaActor(registry, first_delay=3600, aphorisms=["…"]).start(),
             SharedRoomActor("lobby", store).start(),
             SharedRegistryActor(store).start(),

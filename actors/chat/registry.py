@@ -197,18 +197,22 @@ class RegistryActor(Actor):
                          (self._seq, 0), f"{self.run}{resume.SEPARATOR}{self._seq}")
         entry.json = room_json(entry.name, posted)
         self._listing = None
-        entry.actor.tell(Append(posted))
+        full = len(entry.held) >= self._max_messages  # the room's oldest message goes
+        entry.actor.tell(Append(posted, drop_oldest=full))
         self._hub.tell(Deliver(posted))
-        self._hold(entry, posted, address)
+        self._hold(entry, posted, address, full)
 
-    def _hold(self, entry: _Entry, posted: Message, address: str) -> None:
+    def _hold(self, entry: _Entry, posted: Message, address: str, full: bool) -> None:
         """Count the new message; let go of what the budgets no longer have room for."""
         held = Held(posted, entry, address, len(posted.json))
-        entry.held.append(held)
-        if len(entry.held) > self._max_messages:  # the room let its oldest go itself
+        if full:
             self._shares.release(entry.held.popleft())
+        entry.held.append(held)
+        over = self._shares.hold(held)
+        if not over:
+            return
         dropped: dict[_Entry, list[Held[_Entry]]] = {}
-        for gone in self._shares.hold(held):
+        for gone in over:
             dropped.setdefault(gone.room, []).append(gone)
         for room, gone_ones in dropped.items():
             self.forgotten_messages += len(gone_ones)
@@ -243,7 +247,7 @@ class RegistryActor(Actor):
         idlest = self._shares.room_to_forget(creator)
         if idlest is not None:
             self._forget(idlest, "max_rooms")
-        room = RoomActor(name, self._max_messages).start(self._supervisor)
+        room = RoomActor(name).start(self._supervisor)
         entry = self._rooms[key] = _Entry(key, name, room, creator)
         self._shares.created(creator, entry)
         return entry

@@ -12,9 +12,15 @@ from actors.runtime.actor import Actor
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Keep `message` (tell)."""
+    """Keep `message` (tell); with `drop_oldest`, let the oldest message go first.
+
+    How many messages a room keeps is the registry's to count (it budgets every
+    room's messages together), so it says when the oldest goes: the rule lives
+    in one place, and the room only obeys it.
+    """
 
     message: Message
+    drop_oldest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +40,18 @@ RoomMessage = Append | Drop | GetHistory
 
 
 class RoomActor(Actor):
-    """Owns a room's last `max_messages` messages, and serves them as `/history`.
+    """Owns a room's messages, and serves them as `/history`.
 
     Every accepted message goes to every open connection whatever its room
     (SPEC), so a room's subscribers are all connections: that one set is
     owned by the hub, not copied into every room. The registry hands each
     message to the room and to the hub in the order it stamped them.
 
+    Which messages stay is decided by the registry, which counts and budgets
+    them (`Append.drop_oldest`, `Drop`); the room keeps what it is told to.
+
     Args:
         name: the room's first-seen spelling.
-        max_messages: how many messages the room keeps.
     """
 
     __slots__ = ("room", "_history", "_history_body")
@@ -51,15 +59,17 @@ class RoomActor(Actor):
     kind = "room"
     hibernate = True  # one message now and then: no mailbox kept between them
 
-    def __init__(self, name: str, max_messages: int):
+    def __init__(self, name: str):
         super().__init__(f"room:{name}")
         self.room = name
-        self._history: deque[Message] = deque(maxlen=max_messages)
+        self._history: deque[Message] = deque()
         self._history_body: bytes | None = None  # cached until the next message
 
     def receive(self, message: RoomMessage) -> bytes | None:
         match message:
-            case Append(posted):
+            case Append(posted, drop_oldest):
+                if drop_oldest and self._history:
+                    self._history.popleft()
                 self._history.append(posted)
                 self._history_body = None
             case Drop(messages):
