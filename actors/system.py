@@ -24,11 +24,7 @@ from actors.chat.connection import (
     BY_CONTROL,
     DROP_KINDS,
     END_REASONS,
-    AddressShare,
-    Client,
     ConnectionLimits,
-    Observer,
-    Transport,
 )
 from actors.chat.hub import DelayDelivery, DisconnectAll, DrainAll, HubActor, ListSessions
 from actors.chat.kozma import KozmaActor
@@ -95,18 +91,9 @@ class Chat:
 
     # -- connections -----------------------------------------------------------
 
-    def connect(self, transport: Transport, username: str, address: str, *, v2: bool = False,
-                since: str | None = None, share: AddressShare, observer: Observer,
-                stopping: Callable[[], bool]) -> None:
-        """Serve one client on `transport` until it is gone (actors/chat/connection.py).
-
-        `v2` and `since` are the client's `?v=2` and resume position; `share`
-        is what its address may still send; `observer` counts what happens;
-        `stopping` says whether the server stopped taking messages.
-        """
-        connection.serve(self.hub, self.registry, transport,
-                         Client(username, address, v2, since if v2 else None),
-                         self.limits, share, observer, stopping)
+    # Serve one client on a transport until it is gone (actors/chat/connection.py): the
+    # reader's own function, so no frame of the door's stays on every connection's stack.
+    connect = connection.serve
 
     # -- the API ---------------------------------------------------------------
 

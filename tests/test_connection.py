@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
 
-from actors.chat.connection import Client, ConnectionLimits, end_reason, serve
+from actors.chat.connection import ConnectionLimits, end_reason, serve
 from actors.chat.hub import HubActor
 from actors.chat.message import Frame
 from actors.chat.registry import RegistryActor
 from actors.chat.session import PING_TIMEOUT, Disconnect
+from actors.runtime.actor import ActorRef
 
 
 class ScriptedTransport:
@@ -62,6 +64,15 @@ class Share:
         return True
 
 
+@dataclass
+class Actors:
+    """The two actors a reader talks to, and its limits (what `Chat` holds)."""
+
+    hub: ActorRef
+    registry: ActorRef
+    limits: ConnectionLimits
+
+
 class Counts:
     def __init__(self) -> None:
         self.events: list[str] = []
@@ -86,8 +97,8 @@ def test_a_ping_a_post_and_a_bad_frame_from_socket_to_every_receiver() -> None:
                                    "not json"])
     counts = Counts()
     try:
-        serve(hub, registry, transport, Client("ann", "10.0.0.1", v2=True), ConnectionLimits(),
-              Share(), counts, stopping=lambda: False)
+        serve(Actors(hub, registry, ConnectionLimits()), transport, "ann", "10.0.0.1", v2=True,
+              share=Share(), observer=counts, stopping=lambda: False)
     finally:
         registry.stop()
         hub.stop()

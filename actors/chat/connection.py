@@ -127,16 +127,6 @@ class ConnectionLimits:
                                                  self.max_message_length, self.max_id_length))
 
 
-@dataclass(frozen=True, slots=True)
-class Client:
-    """Who is connected: the name and address, and whether (and from where) it asked for `?v=2`."""
-
-    username: str
-    address: str
-    v2: bool = False
-    since: str | None = None  # a `?v=2` client's resume position ("" for the current one)
-
-
 # Why a frame is dropped before it is parsed (`message.DROP_REASONS` are the others).
 DROPPED_BEFORE_PARSING = ("rate_limited", "binary")
 # Why a frame is not accepted as a message (the `reason` of nane_messages_dropped_total).
@@ -163,12 +153,29 @@ ID_OF_DROPPED_FRAMES_UP_TO = 1024
 _session_numbers = itertools.count(1)
 
 
-def serve(hub: ActorRef, registry: ActorRef, transport: Transport, client: Client,
-          limits: ConnectionLimits, share: AddressShare, observer: Observer,
+class ChatActors(Protocol):
+    """What a connection's reader talks to: the hub, the registry, and the limits it serves with."""
+
+    hub: ActorRef
+    registry: ActorRef
+    limits: ConnectionLimits
+
+
+def serve(chat: ChatActors, transport: Transport, username: str, address: str, *,
+          v2: bool = False, since: str | None = None, share: AddressShare, observer: Observer,
           stopping: Callable[[], bool]) -> None:
-    """Run one connection until it closes: read frames, post messages, answer pings."""
+    """Serve one client on `transport` until it is gone: read frames, post messages, answer pings.
+
+    `v2` and `since` are the client's `?v=2` and resume position; `share` is
+    what its address may still send; `observer` counts what happens;
+    `stopping` says whether the server stopped taking messages. This is
+    `Chat.connect` itself, not wrapped: the reader's greenlet waits here for
+    every connection's whole life, and each frame on its stack is memory every
+    idle connection holds (an extra one cost 4 KiB a connection, a page).
+    """
+    hub, registry, limits = chat.hub, chat.registry, chat.limits
     name = f"session:{next(_session_numbers)}"
-    username, remote, v2 = logfmt.value(client.username), client.address, client.v2
+    who = logfmt.value(username)  # as it goes into a log line
     flood = FloodGuard(limits.messages_per_second, limits.max_flood_seconds)
 
     def admit_control() -> bool:
@@ -177,19 +184,19 @@ def serve(hub: ActorRef, registry: ActorRef, transport: Transport, client: Clien
             return True
         if flood.flooding:
             log.warning("event=flood session=%s username=%s remote=%s frames=control",
-                        name, username, remote)
+                        name, who, address)
             transport.refuse(FLOOD.code, FLOOD.reason)
         return False
 
     transport.admit_control = admit_control
     ended: AsyncResult = AsyncResult()  # the session's own report of how it ended
-    session = SessionActor(name, transport, client.username, limits.max_outbox,
+    session = SessionActor(name, transport, username, limits.max_outbox,
                            limits.ping_interval, limits.ping_timeout,
                            limits.max_outbox_bytes, positions=v2,
                            ended=ended).start(sessions.SUPERVISOR)
-    _join(hub, session, client, limits, share)
+    _join(hub, session, since if v2 else None, limits, share)
     observer.opened()
-    log.info("event=ws_open session=%s username=%s remote=%s v2=%s", name, username, remote, v2)
+    log.info("event=ws_open session=%s username=%s remote=%s v2=%s", name, who, address, v2)
     cut_off: Disconnect | None = None
     try:
         while (raw := transport.receive()) is not None:
@@ -200,11 +207,11 @@ def serve(hub: ActorRef, registry: ActorRef, transport: Transport, client: Clien
                     if flood.flooding:
                         cut_off = FLOOD
                         log.warning("event=flood session=%s username=%s remote=%s",
-                                    name, username, remote)
+                                    name, who, address)
                         break
                     raise rate_limited(raw, limits.parse, *over, v2)
-                reply = handle_frame(raw, client.username, limits.parse, registry,
-                                     reply_to=session if v2 else None, address=remote,
+                reply = handle_frame(raw, username, limits.parse, registry,
+                                     reply_to=session if v2 else None, address=address,
                                      stopping=stopping())
             except BadFrame as bad:
                 observer.dropped(bad.kind)
@@ -222,21 +229,21 @@ def serve(hub: ActorRef, registry: ActorRef, transport: Transport, client: Clien
         end: SessionEnded | None = ended.wait(timeout=2)  # None: a paused session stops later
         observer.closed(end_reason(cut_off or (end.closed_with if end else None),
                                    transport.error_code))
-        log.info("event=ws_close session=%s username=%s sent=%s", name, username,
+        log.info("event=ws_close session=%s username=%s sent=%s", name, who,
                  end.sent if end else "unknown")
 
 
-def _join(hub: ActorRef, session: ActorRef, client: Client, limits: ConnectionLimits,
+def _join(hub: ActorRef, session: ActorRef, since: str | None, limits: ConnectionLimits,
           share: AddressShare) -> None:
-    """Join the hub, or resume: the hub replays from `client.since`, then joins the session."""
-    if not client.v2 or client.since is None:
+    """Join the hub, or resume (`since`): the hub replays from there, then joins the session."""
+    if since is None:
         hub.tell(Join(session))
         return
     refused = None
-    if client.since and not share.admit_resume(time.monotonic()):
+    if since and not share.admit_resume(time.monotonic()):
         refused = RATE_LIMITED
     try:  # actors/chat/resume.py
-        hub.tell(Resume(session, client.since, limits.max_outbox - 1, limits.max_outbox_bytes,
+        hub.tell(Resume(session, since, limits.max_outbox - 1, limits.max_outbox_bytes,
                         refused))
     except ActorStopped:
         session.stop(TRY_LATER)

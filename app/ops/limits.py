@@ -38,7 +38,7 @@ class AddressLimits:
         self.per_second = per_second
         self.resumes_per_second = resumes_per_second
         self._open: dict[str, int] = {}
-        self._budgets: dict[str, FloodGuard] = {}
+        self._shares: dict[str, AddressShare] = {}  # one per address, its connections share it
         self._resumes: dict[str, FloodGuard] = {}
 
     def acquire(self, address: str) -> bool:
@@ -55,11 +55,15 @@ class AddressLimits:
             self._open[address] = held
         else:
             self._open.pop(address, None)
-            self._budgets.pop(address, None)
+            self._shares.pop(address, None)
 
     def share(self, address: str) -> AddressShare:
-        """What `address`'s connections share, as the chat's reader asks it (one per connection)."""
-        return AddressShare(self, address, self.budget(address))
+        """What `address`'s connections share, as the chat's reader asks it (one per address)."""
+        share = self._shares.get(address)
+        if share is None:
+            guard = FloodGuard(self.per_second, max_flood_seconds=0)
+            share = self._shares[address] = AddressShare(self, address, guard)
+        return share
 
     def resumes(self, address: str) -> FloodGuard:
         """The resume budget of `address`."""
@@ -74,29 +78,26 @@ class AddressLimits:
 
     def budget(self, address: str) -> FloodGuard:
         """The message budget `address`'s connections share."""
-        guard = self._budgets.get(address)
-        if guard is None:
-            guard = self._budgets[address] = FloodGuard(self.per_second, max_flood_seconds=0)
-        return guard
+        return self.share(address).budget
 
 
 class AddressShare:
-    """One connection's view of its address's budgets: the narrow interface the chat's reader uses."""
+    """An address's budgets as its connections' readers see them: the narrow interface they use."""
 
-    __slots__ = ("_limits", "_address", "_budget")
+    __slots__ = ("_limits", "_address", "budget")
 
     def __init__(self, limits: AddressLimits, address: str, budget: FloodGuard) -> None:
         self._limits = limits
         self._address = address
-        self._budget = budget
+        self.budget = budget
 
     @property
     def per_second(self) -> int:
-        return self._budget.per_second
+        return self.budget.per_second
 
     def admit_message(self, now: float, characters: int) -> bool:
         """May one more frame of `characters` from this address through at `now`?"""
-        return self._budget.admit(now, characters)
+        return self.budget.admit(now, characters)
 
     def admit_resume(self, now: float) -> bool:
         """May this address have one more replay (`?v=2&since=`) at `now`?"""

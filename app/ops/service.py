@@ -61,6 +61,9 @@ class Connections:
         self.idle.set()
         self.addresses = addresses or AddressLimits(max_connections, 1 << 30)
         self.trusted_proxies = trusted_proxies
+        # what every connection's reader asks before it accepts a message: one function for
+        # all of them (a closure per connection would be bytes every idle connection holds)
+        self.is_stopping: Callable[[], bool] = lambda: self.stopping
 
     def address_of(self, environ: dict[str, Any]) -> str:
         """The client address this request counts against (see `limits.client_address`)."""

@@ -69,7 +69,7 @@ def websocket() -> Response:
         with upgraded.rfile:
             nane.chat.connect(make_transport(upgraded, config), username, address, v2=v2,
                               since=since_from_query(query), share=connections.share_of(address),
-                              observer=nane.metrics, stopping=lambda: connections.stopping)
+                              observer=nane.metrics, stopping=connections.is_stopping)
         return upgraded.answer()
     finally:
         connections.release(environ)
