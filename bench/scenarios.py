@@ -563,7 +563,10 @@ def http(host, port, seconds=5.0, connections=4, history_messages=1024, rooms=10
         cpu += r["gen_cpu_s"]
         nreq += int(r["rps"] * seconds)
     out["http_errors"] = errors
-    out["loss"] = out["prefill_lost"]
+    # a history that answers fewer messages than were posted to it lost some (or the whole
+    # room): that fails the run like any loss, instead of measuring the speed of a 404
+    out["history_lost"] = history_messages - (out["history_len"] or 0)
+    out["loss"] = out["prefill_lost"] + out["history_lost"]
     out["reorder"] = 0
     out["gen_cpu_us_per_request"] = cpu / nreq * 1e6 if nreq else None
     return out
